@@ -1,0 +1,122 @@
+"""The Hugging Face cache as huggingface_hub lays it out.
+
+We scan the directory tree directly instead of calling ``huggingface_hub.scan_cache_dir``:
+that function stats every blob and file of every revision, which makes ``mlxk list`` slow on
+large caches (see benchmarks/cache_scan.py for the measured difference). The layout rules are
+huggingface_hub's: ``models--org--name/{blobs,snapshots/<commit>,refs/<branch>}``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+REPO_PREFIX = "models--"
+HIDDEN_MARKER = "TEST-CACHE-SENTINEL"
+
+
+def repo_id_to_dirname(repo_id: str) -> str:
+    return REPO_PREFIX + repo_id.replace("/", "--")
+
+
+def dirname_to_repo_id(dirname: str) -> str:
+    # Mechanical mapping; malformed names convert anyway so problems stay visible.
+    return dirname[len(REPO_PREFIX) :].replace("--", "/")
+
+
+@dataclass(frozen=True)
+class CacheRepo:
+    repo_id: str
+    repo_dir: Path
+
+    def snapshots(self) -> list[str]:
+        """Commit-named snapshot directories, newest first by mtime."""
+        snap_dir = self.repo_dir / "snapshots"
+        try:
+            entries = [e for e in os.scandir(snap_dir) if COMMIT_RE.match(e.name) and e.is_dir()]
+        except OSError:
+            return []
+        entries.sort(key=lambda e: _mtime(e.path), reverse=True)
+        return [e.name for e in entries]
+
+    def refs(self) -> dict[str, str]:
+        """Branch (or tag) name → commit, read from ``refs/``."""
+        refs_dir = self.repo_dir / "refs"
+        found: dict[str, str] = {}
+        if not refs_dir.is_dir():
+            return found
+        for path in refs_dir.rglob("*"):
+            if not path.is_file():
+                continue
+            try:
+                commit = path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError):
+                continue
+            if COMMIT_RE.match(commit):
+                found[path.relative_to(refs_dir).as_posix()] = commit
+        return found
+
+    def current_commit(self) -> str | None:
+        """The snapshot ``refs/main`` names; the newest snapshot only when refs are missing."""
+        snaps = self.snapshots()
+        main = self.refs().get("main")
+        if main and main in snaps:
+            return main
+        return snaps[0] if snaps else None
+
+    def snapshot_path(self, commit: str) -> Path:
+        return self.repo_dir / "snapshots" / commit
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def iter_repos(hub_dir: Path) -> Iterator[CacheRepo]:
+    """Every model repo directory in the cache, sorted by repo id; junk is skipped."""
+    try:
+        entries = list(os.scandir(hub_dir))
+    except OSError:
+        return
+    repos = []
+    for entry in entries:
+        if not entry.name.startswith(REPO_PREFIX) or HIDDEN_MARKER in entry.name:
+            continue
+        try:
+            if not entry.is_dir():
+                continue
+        except OSError:
+            continue
+        repos.append(CacheRepo(dirname_to_repo_id(entry.name), Path(entry.path)))
+    yield from sorted(repos, key=lambda r: r.repo_id.lower())
+
+
+def find_repo(hub_dir: Path, repo_id: str) -> CacheRepo | None:
+    repo_dir = hub_dir / repo_id_to_dirname(repo_id)
+    return CacheRepo(repo_id, repo_dir) if repo_dir.is_dir() else None
+
+
+def lock_files(hub_dir: Path, repo_id: str) -> list[Path]:
+    lock_dir = hub_dir / ".locks" / repo_id_to_dirname(repo_id)
+    if not lock_dir.is_dir():
+        return []
+    return sorted(p for p in lock_dir.rglob("*.lock") if p.is_file())
+
+
+def tree_size(path: Path) -> int:
+    """Bytes under ``path``, following symlinks to blobs (what the user would free)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total
