@@ -82,7 +82,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> CommandResult:
     records = list_models(settings, args.pattern)
     objects = [model_object(r) for r in records]
     data = {"models": objects, "count": len(objects)}
-    table = lambda: print_rich(  # noqa: E731
+    table = lambda: out(  # noqa: E731
         list_table(records, show_all=args.all, health=args.health, verbose=args.verbose)
     )
     return CommandResult(data, table)

@@ -10,13 +10,13 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from mlxk import __version__
-from mlxk.cli import commands_models
+from mlxk.cli import commands_models, commands_run
 from mlxk.cli.commands import COMMANDS as CORE_COMMANDS
 from mlxk.cli.commands import VERSION, CommandResult
 from mlxk.config import Settings
 from mlxk.errors import MlxkError, UsageError
 
-COMMANDS = {**CORE_COMMANDS, **commands_models.COMMANDS}
+COMMANDS = {**CORE_COMMANDS, **commands_models.COMMANDS, **commands_run.COMMANDS}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -57,23 +57,25 @@ def _health_label(rec: ModelRecord) -> str:
     return "healthy" if rec.runtime.compatible else "healthy*"
 
 
-def list_table(records: list[ModelRecord], *, show_all: bool, health: bool, verbose: bool) -> Any:
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False, header_style="bold")
+def list_table(records: list[ModelRecord], *, show_all: bool, health: bool, verbose: bool) -> str:
+    """mlx-knife's plain table (`` | `` columns): scripts parse it, and it renders 500 rows in
+    milliseconds where a rich table takes half a second."""
     cols = ["Name", "Hash", "Size", "Modified", "Src"]
     if verbose or show_all:
         cols += ["Clean", "Framework"]
     cols.append("Type")
     if health:
         cols += ["Integrity", "Runtime", "Reason"] if verbose else ["Health"]
-    for c in cols:
-        table.add_column(c, overflow="fold")
-    for rec in records:
-        if not show_all and not rec.runnable:
-            continue
-        table.add_row(*_row(rec, show_all=show_all, health=health, verbose=verbose))
-    return table
+    rows = [
+        _row(rec, show_all=show_all, health=health, verbose=verbose)
+        for rec in records
+        if show_all or rec.runnable
+    ]
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
+    lines.append("-+-".join("-" * w for w in widths))
+    lines += [" | ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
 
 
 def _row(rec: ModelRecord, *, show_all: bool, health: bool, verbose: bool) -> list[str]:
@@ -88,7 +90,8 @@ def _row(rec: ModelRecord, *, show_all: bool, health: bool, verbose: bool) -> li
     row.append(_type_label(rec))
     if health and verbose:
         runtime = "yes" if rec.runtime.compatible else ("no" if rec.health.healthy else "-")
-        row += ["healthy" if rec.health.healthy else "unhealthy", runtime, rec.reason or ""]
+        reason = (rec.reason or "")[:60]
+        row += ["healthy" if rec.health.healthy else "unhealthy", runtime, reason]
     elif health:
         row.append(_health_label(rec))
     return row

@@ -171,6 +171,13 @@ def _architecture(meta: dict[str, Any]) -> str:
     return arch
 
 
+def _f32(value: Any) -> float:
+    """A float32 metadata value in its shortest form (1e-05, not 9.999999747378752e-06)."""
+    import numpy as np
+
+    return float(str(np.float32(value)))
+
+
 def _required(meta: dict[str, Any], key: str) -> Any:
     if key not in meta:
         raise ImportFormatError(f"GGUF metadata lacks {key}")
@@ -272,8 +279,8 @@ def _hf_config(meta: dict[str, Any], arch: str, reader: GGUFReader, dtype: str) 
         "num_key_value_heads": int(meta.get(f"{arch}.attention.head_count_kv", heads)),
         "head_dim": head_dim,
         "hidden_act": "silu",
-        "rms_norm_eps": float(meta.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)),
-        "rope_theta": float(meta.get(f"{arch}.rope.freq_base", 10000.0)),
+        "rms_norm_eps": _f32(meta.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)),
+        "rope_theta": _f32(meta.get(f"{arch}.rope.freq_base", 10000.0)),
         "rope_scaling": _rope_scaling(meta, arch, reader),
         "max_position_embeddings": int(meta.get(f"{arch}.context_length", 4096)),
         "vocab_size": _vocab_size(reader),

@@ -47,7 +47,7 @@ DEFAULT_MAX_SECONDS = 4 * 3600.0
 SUPPORTED = "WAV, MP3, FLAC, AIFF; with ffmpeg also OGG/Vorbis, Opus, M4A/AAC, WebM"
 
 _READ_CHUNK = 1 << 20  # bytes per read: bounds every transient buffer
-_SNIFF_BYTES = 4096  # enough to look past a small ID3 tag or the first Ogg page
+_SNIFF_BYTES = 8192  # a small ID3 tag, the first Ogg page, two ADTS frames
 _MIN_RATE, _MAX_RATE = 1000, 768_000
 _MAX_CHANNELS = 64
 
@@ -91,7 +91,7 @@ class AudioClip:
 
 
 def sniff_format(head: bytes) -> str | None:
-    """Name the audio container from its first bytes (4 KiB is plenty), or None."""
+    """Name the audio container from its first bytes (pass 8 KiB when there are that many)."""
     if len(head) >= 12 and head[:4] in (b"RIFF", b"RF64", b"BW64") and head[8:12] == b"WAVE":
         return "wav"
     if head[:4] == b"fLaC":
@@ -126,17 +126,49 @@ def _sniff_after_id3(head: bytes) -> str:
 
 
 def _sniff_mpeg_frame(head: bytes) -> str | None:
-    """A bare MPEG audio frame header (MP1/2/3) or an AAC ADTS header."""
+    """A bare MPEG audio frame (MP1/2/3) or an AAC ADTS header at the very start."""
     if len(head) < 4 or head[0] != 0xFF or head[1] & 0xE0 != 0xE0:
         return None
-    layer = (head[1] >> 1) & 3
-    if layer == 0:
-        return "aac" if head[1] & 0xF6 == 0xF0 else None
-    version, bitrate, rate = (head[1] >> 3) & 3, head[2] >> 4, (head[2] >> 2) & 3
-    # Reserved values: checking them makes a chance match in random bytes unlikely.
-    if version == 1 or bitrate in (0, 15) or rate == 3:
+    adts = (head[1] >> 1) & 3 == 0
+    length = _adts_frame_length(head) if adts else _mpeg_frame_length(head)
+    if length is None:
         return None
-    return "mp3"
+    # A sync word is 11-12 bits, easily hit by chance: also require the next frame's header.
+    if len(head) >= length + 2 and (head[length] != 0xFF or head[length + 1] & 0xE0 != 0xE0):
+        return None
+    return "aac" if adts else "mp3"
+
+
+def _adts_frame_length(head: bytes) -> int | None:
+    if len(head) < 7 or head[1] & 0xF6 != 0xF0 or (head[2] >> 2) & 0xF > 12:
+        return None
+    length = (head[3] & 3) << 11 | head[4] << 3 | head[5] >> 5
+    return length if length >= 7 else None
+
+
+_MPEG_KBPS = {  # (MPEG-1?, layer) -> bitrate table in kbit/s, index 1..14
+    (True, 1): (32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (True, 2): (32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (True, 3): (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (False, 1): (32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (False, 2): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_MPEG_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def _mpeg_frame_length(head: bytes) -> int | None:
+    """Byte length of the MPEG audio frame whose header starts ``head``; None if reserved."""
+    version, layer = (head[1] >> 3) & 3, 4 - ((head[1] >> 1) & 3)  # layer 1, 2 or 3
+    bitrate_index, rate_index, padding = head[2] >> 4, (head[2] >> 2) & 3, (head[2] >> 1) & 1
+    if version == 1 or bitrate_index in (0, 15) or rate_index == 3:
+        return None  # reserved or free-format: not worth guessing
+    mpeg1 = version == 3
+    table = _MPEG_KBPS[(mpeg1, 2 if not mpeg1 and layer == 3 else layer)]
+    bitrate, rate = table[bitrate_index - 1] * 1000, _MPEG_RATES[version][rate_index]
+    if layer == 1:
+        return (12 * bitrate // rate + padding) * 4
+    per_frame = 144 if layer == 2 or mpeg1 else 72
+    return per_frame * bitrate // rate + padding
 
 
 def _describe_unknown(head: bytes) -> str:
@@ -248,7 +280,7 @@ def _open_input(source: AudioSource, max_bytes: int, name: str | None) -> _Input
 
 
 def _open_path(path: Path, max_bytes: int, name: str | None) -> _Input:
-    label = name or path.name or str(path)
+    label = name or _short(path.name or str(path))
     try:
         st = path.stat()
         if stat.S_ISDIR(st.st_mode):
@@ -258,7 +290,7 @@ def _open_path(path: Path, max_bytes: int, name: str | None) -> _Input:
             raise _too_many_bytes(label, max_bytes, st.st_size)
         fh = path.open("rb")
     except FileNotFoundError:
-        raise MediaError(f"{label}: audio file not found ({path})") from None
+        raise MediaError(f"{label}: audio file not found ({_short(str(path), 200)})") from None
     except OSError as exc:
         raise MediaError(f"{label}: cannot open audio file ({exc.strerror or exc})") from None
     regular = path if stat.S_ISREG(st.st_mode) else None  # FIFOs and devices: read only once
@@ -267,7 +299,12 @@ def _open_path(path: Path, max_bytes: int, name: str | None) -> _Input:
 
 def _stream_name(stream: object) -> str | None:
     name = getattr(stream, "name", None)
-    return Path(name).name if isinstance(name, str) and name else None
+    return _short(Path(name).name) if isinstance(name, str) and name else None
+
+
+def _short(text: str, limit: int = 80) -> str:
+    # Error messages stay one readable line even when handed a very long "path".
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _noop() -> None:
@@ -315,8 +352,10 @@ def load_audio(
         head = inp.reader.peek(_SNIFF_BYTES)
         fmt = sniff_format(head)
         if fmt is None:
-            raise MediaError(f"{inp.label}: cannot decode audio: {_describe_unknown(head)}. "
-                             f"Supported: {SUPPORTED}.")
+            raise MediaError(
+                f"{inp.label}: cannot decode audio: {_describe_unknown(head)}. "
+                f"Supported: {SUPPORTED}."
+            )
         stream = _open_decoder(fmt, inp, ffmpeg, max_seconds)
         try:
             samples = _collect(stream, target_rate, max_seconds, inp.label)
@@ -324,8 +363,9 @@ def load_audio(
             stream.close()
     finally:
         inp.close()
-    return AudioClip(samples, target_rate, len(samples) / target_rate, fmt,
-                     stream.channels, stream.rate)
+    return AudioClip(
+        samples, target_rate, len(samples) / target_rate, fmt, stream.channels, stream.rate
+    )
 
 
 def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
@@ -349,8 +389,20 @@ def encode_wav(samples: np.ndarray, rate: int) -> bytes:
     data = pcm.tobytes()
     channels = x.shape[1]
     header = struct.pack(
-        "<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(data), b"WAVE", b"fmt ", 16, 1, channels,
-        rate, rate * channels * 2, channels * 2, 16, b"data", len(data),
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        36 + len(data),
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        channels,
+        rate,
+        rate * channels * 2,
+        channels * 2,
+        16,
+        b"data",
+        len(data),
     )
     return header + data
 
@@ -400,16 +452,18 @@ def _check_layout(rate: int, channels: int, label: str) -> None:
     if not 1 <= channels <= _MAX_CHANNELS:
         raise MediaError(f"{label}: unsupported channel count {channels} (1–{_MAX_CHANNELS})")
     if not _MIN_RATE <= rate <= _MAX_RATE:
-        raise MediaError(f"{label}: unsupported sample rate {rate} Hz "
-                         f"({_MIN_RATE}–{_MAX_RATE} Hz)")
+        raise MediaError(f"{label}: unsupported sample rate {rate} Hz ({_MIN_RATE}–{_MAX_RATE} Hz)")
 
 
 def _collect(stream: _Stream, rate_out: int, max_seconds: float, label: str) -> np.ndarray:
     """Downmix and resample block by block, stopping as soon as the duration limit is passed."""
     _check_layout(stream.rate, stream.channels, label)
     max_frames = math.floor(max_seconds * stream.rate)
-    resampler = (soxr.ResampleStream(stream.rate, rate_out, 1, dtype="float32", quality="HQ")
-                 if stream.rate != rate_out else None)
+    resampler = (
+        soxr.ResampleStream(stream.rate, rate_out, 1, dtype="float32", quality="HQ")
+        if stream.rate != rate_out
+        else None
+    )
     parts: list[np.ndarray] = []
     frames = 0
     for block in stream.blocks:
@@ -542,8 +596,14 @@ def _wav_blocks(reader: _LimitedReader, wf: _WavFormat, label: str) -> Iterator[
             break
     if wf.data_size is not None and total < wf.data_size:
         # A truncated file or a lying header: keep what is really there, say so once.
-        log.warning("%s: WAV header promises %d bytes of audio but the input ends after %d; "
-                    "using the %d bytes present", label, wf.data_size, total, total)
+        log.warning(
+            "%s: WAV header promises %d bytes of audio but the input ends after %d; "
+            "using the %d bytes present",
+            label,
+            wf.data_size,
+            total,
+            total,
+        )
 
 
 def _int24(data: bytes) -> np.ndarray:
@@ -580,8 +640,16 @@ _WAV_DECODERS: dict[tuple[int, int], Callable[[bytes], np.ndarray]] = {
     (_MULAW, 1): lambda b: _MULAW_TABLE[np.frombuffer(b, np.uint8)],
 }
 
-_WAV_TAG_NAMES = {_PCM: "PCM", _FLOAT: "float", _ALAW: "A-law", _MULAW: "µ-law",
-                  2: "MS ADPCM", 0x11: "IMA ADPCM", 0x31: "GSM 6.10", 0x55: "MP3 in WAV"}
+_WAV_TAG_NAMES = {
+    _PCM: "PCM",
+    _FLOAT: "float",
+    _ALAW: "A-law",
+    _MULAW: "µ-law",
+    2: "MS ADPCM",
+    0x11: "IMA ADPCM",
+    0x31: "GSM 6.10",
+    0x55: "MP3 in WAV",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -593,12 +661,18 @@ def _mp3_stream(inp: _Input) -> _Stream:
     try:
         info = miniaudio.mp3_get_info(data)
         _check_layout(info.sample_rate, info.nchannels, inp.label)
-        gen = miniaudio.stream_memory(data, miniaudio.SampleFormat.FLOAT32, info.nchannels,
-                                      info.sample_rate, frames_to_read=16384)
+        gen = miniaudio.stream_memory(
+            data,
+            miniaudio.SampleFormat.FLOAT32,
+            info.nchannels,
+            info.sample_rate,
+            frames_to_read=16384,
+        )
     except miniaudio.MiniaudioError:
         raise MediaError(f"{inp.label}: not a decodable MP3 file") from None
-    return _Stream(info.sample_rate, info.nchannels,
-                   _mp3_blocks(gen, info.nchannels, inp.label), gen.close)
+    return _Stream(
+        info.sample_rate, info.nchannels, _mp3_blocks(gen, info.nchannels, inp.label), gen.close
+    )
 
 
 def _mp3_blocks(gen: Iterator[object], channels: int, label: str) -> Iterator[np.ndarray]:
@@ -611,13 +685,13 @@ def _mp3_blocks(gen: Iterator[object], channels: int, label: str) -> Iterator[np
 
 def _soundfile_stream(inp: _Input, fmt: str) -> _Stream:
     # libsndfile opens a regular file itself (size checked); anything else is read, bounded.
-    target: str | io.BytesIO = (str(inp.path) if inp.path
-                                else io.BytesIO(inp.reader.read_all()))
+    target: str | io.BytesIO = str(inp.path) if inp.path else io.BytesIO(inp.reader.read_all())
     try:
         sf = soundfile.SoundFile(target)
     except (RuntimeError, TypeError, ValueError) as exc:
-        raise MediaError(f"{inp.label}: not a decodable {fmt.upper()} file ({_one_line(exc)})"
-                         ) from None
+        raise MediaError(
+            f"{inp.label}: not a decodable {fmt.upper()} file ({_one_line(exc)})"
+        ) from None
     return _Stream(sf.samplerate, sf.channels, _soundfile_blocks(sf, inp.label), sf.close)
 
 
@@ -656,10 +730,16 @@ def _ffmpeg_stream(inp: _Input, fmt: str, ffmpeg: str | None, max_seconds: float
     if exe is None:
         raise _needs_ffmpeg(inp.label, fmt)
     src, tmp = _ffmpeg_input(inp, fmt)
-    err = tempfile.TemporaryFile()  # a file, not a pipe: ffmpeg can never block on stderr
+    # stderr goes to a file, not a pipe, so ffmpeg can never block on it; it lives as long as
+    # the returned stream and is closed by _cleanup, hence no context manager.
+    err = tempfile.TemporaryFile()  # noqa: SIM115
     try:
-        proc = subprocess.Popen(_ffmpeg_cmd(exe, src, fmt, max_seconds), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=err)
+        proc = subprocess.Popen(
+            _ffmpeg_cmd(exe, src, fmt, max_seconds),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
     except OSError as exc:
         _cleanup(None, err, tmp)
         raise MediaError(f"{inp.label}: cannot run ffmpeg ({exc})") from None
@@ -671,10 +751,15 @@ def _ffmpeg_stream(inp: _Input, fmt: str, ffmpeg: str | None, max_seconds: float
         proc.wait()
         msg = _ffmpeg_error(err, proc.returncode)
         _cleanup(proc, err, tmp)
-        raise MediaError(f"{inp.label}: ffmpeg could not decode this "
-                         f"{_FFMPEG_FORMATS[fmt][0]} file: {msg}") from None
-    return _Stream(wf.rate, wf.channels, _ffmpeg_blocks(reader, wf, proc, err, inp.label),
-                   lambda: _cleanup(proc, err, tmp))
+        raise MediaError(
+            f"{inp.label}: ffmpeg could not decode this {_FFMPEG_FORMATS[fmt][0]} file: {msg}"
+        ) from None
+    return _Stream(
+        wf.rate,
+        wf.channels,
+        _ffmpeg_blocks(reader, wf, proc, err, inp.label),
+        lambda: _cleanup(proc, err, tmp),
+    )
 
 
 def _ffmpeg_input(inp: _Input, fmt: str) -> tuple[str, Path | None]:
@@ -689,16 +774,36 @@ def _ffmpeg_input(inp: _Input, fmt: str) -> tuple[str, Path | None]:
 
 
 def _ffmpeg_cmd(exe: str, src: str, fmt: str, max_seconds: float) -> list[str]:
-    cmd = [exe, "-nostdin", "-hide_banner", "-loglevel", "error",
-           "-protocol_whitelist", "file", "-f", _FFMPEG_FORMATS[fmt][1], "-i", f"file:{src}",
-           "-map", "0:a:0", "-vn", "-sn", "-dn"]
+    cmd = [
+        exe,
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-protocol_whitelist",
+        "file",
+        "-f",
+        _FFMPEG_FORMATS[fmt][1],
+        "-i",
+        f"file:{src}",
+        "-map",
+        "0:a:0",
+        "-vn",
+        "-sn",
+        "-dn",
+    ]
     if math.isfinite(max_seconds):
         cmd += ["-t", f"{max_seconds + 1:.3f}"]  # ffmpeg stops just past the limit by itself
     return [*cmd, "-c:a", "pcm_f32le", "-f", "wav", "pipe:1"]
 
 
-def _ffmpeg_blocks(reader: _LimitedReader, wf: _WavFormat, proc: subprocess.Popen[bytes],
-                   err: IO[bytes], label: str) -> Iterator[np.ndarray]:
+def _ffmpeg_blocks(
+    reader: _LimitedReader,
+    wf: _WavFormat,
+    proc: subprocess.Popen[bytes],
+    err: IO[bytes],
+    label: str,
+) -> Iterator[np.ndarray]:
     frames = 0
     for block in _wav_blocks(reader, wf, label):
         frames += len(block)
@@ -707,8 +812,12 @@ def _ffmpeg_blocks(reader: _LimitedReader, wf: _WavFormat, proc: subprocess.Pope
         msg = _ffmpeg_error(err, proc.returncode)
         if frames == 0:
             raise MediaError(f"{label}: ffmpeg could not decode this file: {msg}")
-        log.warning("%s: ffmpeg stopped with an error after %d frames (%s); using the part "
-                    "decoded", label, frames, msg)
+        log.warning(
+            "%s: ffmpeg stopped with an error after %d frames (%s); using the part decoded",
+            label,
+            frames,
+            msg,
+        )
 
 
 def _ffmpeg_error(err: IO[bytes], returncode: int | None) -> str:

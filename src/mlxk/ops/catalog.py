@@ -11,7 +11,6 @@ from typing import Any
 from mlxk.config import Settings
 from mlxk.errors import AmbiguousMatchError, ModelNotFoundError
 from mlxk.store.health import check_health
-from mlxk.store.hf_cache import tree_size
 from mlxk.store.probe import ModelFiles, probe
 from mlxk.store.resolve import Resolver
 from mlxk.store.runtime import RuntimeVerdict, runtime_check
@@ -57,7 +56,7 @@ def build_record(model: LocalModel) -> ModelRecord:
         info=info,
         health=health,
         runtime=runtime_check(info, files, health),
-        size_bytes=tree_size(model.path) if model.path.is_dir() else 0,
+        size_bytes=files.total_size,
         last_modified=_mtime_utc(model.path),
         sentinel=sentinel,
         clean=clean_state(model.path, sentinel) if sentinel else None,
@@ -110,6 +109,10 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+def _label(m: LocalModel) -> str:
+    return m.name if m.cached else (m.display_name or m.name)
 
 
 @dataclass(frozen=True)

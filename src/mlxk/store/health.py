@@ -7,8 +7,10 @@ found is the reason, phrased so the user knows what to do.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 from mlxk.store.probe import ModelFiles
 from mlxk.store.safetensors_header import SafetensorsHeaderError, read_header, tensor_entries
@@ -23,13 +25,17 @@ HEALTHY = HealthReport(True, "Model is healthy")
 Check = Callable[[LocalModel, ModelFiles], "str | None"]
 
 
-def check_health(model: LocalModel, files: ModelFiles | None = None) -> HealthReport:
+def check_health(
+    model: LocalModel, files: ModelFiles | None = None, *, thorough: bool = False
+) -> HealthReport:
+    """``thorough`` parses large tokenizer files fully (the `health` command does)."""
     if model.problem:
         return HealthReport(False, model.problem)
     if not model.path.is_dir():
         return HealthReport(False, f"Model directory missing: {model.path.name}")
     try:
         files = files or ModelFiles.read(model.path)
+        files.thorough = thorough
         for check in CHECKS:
             reason = check(model, files)
             if reason:
@@ -52,15 +58,20 @@ def _partial_downloads(model: LocalModel, files: ModelFiles) -> str | None:
 
 
 def _symlinks(model: LocalModel, files: ModelFiles) -> str | None:
-    boundary = (model.repo_dir if model.cached and model.repo_dir else model.path).resolve()
-    for name in files.names:
-        path = model.path / name
-        if not path.is_symlink():
+    boundary = str(model.repo_dir if model.cached and model.repo_dir else model.path)
+    root = str(model.path)
+    for name, st in files.stats.items():
+        if st.link is None:
             continue
-        target = path.resolve()
-        if not target.is_relative_to(boundary):
+        # Lexical check first (cheap, and what huggingface_hub writes: ../../blobs/<sha>);
+        # a link that stays inside lexically is then checked for real with realpath.
+        target = os.path.normpath(os.path.join(root, os.path.dirname(name), st.link))
+        inside = target.startswith(boundary + os.sep)
+        if inside and os.path.islink(target):
+            inside = os.path.realpath(target).startswith(os.path.realpath(boundary) + os.sep)
+        if not inside:
             return f"Symlink {name} leaves the {'cache' if model.cached else 'model'} ({target})"
-        if not target.exists():
+        if st.size < 0:
             return f"Missing file: {name} (broken symlink)"
     return None
 
@@ -76,12 +87,11 @@ def _is_gguf_only(files: ModelFiles) -> bool:
 
 
 def _lfs_pointers(model: LocalModel, files: ModelFiles) -> str | None:
-    for name in files.names:
-        path = model.path / name
+    for name, st in files.stats.items():
+        if st.size >= 200 or st.size < 0 or name.endswith(".json"):
+            continue
         try:
-            if path.stat().st_size >= 200:
-                continue
-            with path.open("rb") as fh:
+            with (model.path / name).open("rb") as fh:
                 if fh.read(len(LFS_HEADER)) == LFS_HEADER:
                     return f"LFS pointer instead of file: {name} (the real file was never fetched)"
         except OSError:
@@ -94,7 +104,7 @@ def _weights_present(model: LocalModel, files: ModelFiles) -> str | None:
     weights += [n for n in files.names if n.split("/")[-1] == "model.bin"]
     if not weights:
         return "No model weights found"
-    empty = [n for n in weights if (model.path / n).stat().st_size == 0]
+    empty = [n for n in weights if files.stats[n].size == 0]
     return f"Empty weight files: {', '.join(empty[:3])}" if empty else None
 
 
@@ -162,17 +172,31 @@ def _gguf(model: LocalModel, files: ModelFiles) -> str | None:
 
 
 def _tokenizer(model: LocalModel, files: ModelFiles) -> str | None:
-    for name in ("tokenizer_config.json", "tokenizer.json"):
-        if not files.has(name):
-            continue
-        try:
-            with (model.path / name).open("rb") as fh:
+    if files.has("tokenizer_config.json") and files.json("tokenizer_config.json") is None:
+        return "tokenizer_config.json contains invalid JSON"
+    if not files.has("tokenizer.json"):
+        return None
+    path = model.path / "tokenizer.json"
+    try:
+        if files.stats["tokenizer.json"].size > 1 << 20 and not files.thorough:
+            _check_json_ends(path)  # large: a cheap check in `list`, a full parse in `health`
+        else:
+            with path.open("rb") as fh:
                 json.load(fh)
-        except (ValueError, UnicodeDecodeError):
-            return f"{name} contains invalid JSON"
-        except OSError as exc:
-            return f"{name} unreadable: {exc.strerror or exc}"
+    except (ValueError, UnicodeDecodeError):
+        return "tokenizer.json contains invalid JSON"
+    except OSError as exc:
+        return f"tokenizer.json unreadable: {exc.strerror or exc}"
     return None
+
+
+def _check_json_ends(path: Path) -> None:
+    with path.open("rb") as fh:
+        head = fh.read(64).lstrip()
+        fh.seek(-64, os.SEEK_END)
+        tail = fh.read().rstrip()
+    if not (head.startswith(b"{") and tail.endswith(b"}")):
+        raise ValueError("truncated JSON")
 
 
 CHECKS: list[Check] = [

@@ -62,10 +62,14 @@ class CacheRepo:
 
     def current_commit(self) -> str | None:
         """The snapshot ``refs/main`` names; the newest snapshot only when refs are missing."""
+        try:
+            with open(self.repo_dir / "refs" / "main", encoding="utf-8") as fh:
+                main = fh.read().strip()
+            if COMMIT_RE.match(main) and os.path.isdir(self.repo_dir / "snapshots" / main):
+                return main
+        except (OSError, UnicodeDecodeError):
+            pass
         snaps = self.snapshots()
-        main = self.refs().get("main")
-        if main and main in snaps:
-            return main
         return snaps[0] if snaps else None
 
     def snapshot_path(self, commit: str) -> Path:

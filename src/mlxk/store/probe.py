@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,12 @@ CONTEXT_KEYS = (
 )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class FileStat:
+    size: int  # of the target for symlinks; -1 when it does not exist
+    link: str | None  # raw symlink target, None for regular files
+
+
 @dataclass
 class ModelFiles:
     """The handful of files the probe reads, each read at most once."""
@@ -40,6 +47,22 @@ class ModelFiles:
     names: list[str] = field(default_factory=list)  # relative posix paths
     config: dict[str, Any] | None = None
     config_error: str | None = None
+    _stats: dict[str, FileStat] | None = None
+    thorough: bool = False  # health: parse large files fully
+    _json: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    _names: set[str] | None = None
+
+    @property
+    def stats(self) -> dict[str, FileStat]:
+        """One lstat (and a stat for links) per file, shared by health, size and listing."""
+        if self._stats is None:
+            root = str(self.root)
+            self._stats = {n: _file_stat(os.path.join(root, n)) for n in self.names}
+        return self._stats
+
+    @property
+    def total_size(self) -> int:
+        return sum(max(st.size, 0) for st in self.stats.values())
 
     @classmethod
     def read(cls, root: Path) -> ModelFiles:
@@ -49,13 +72,37 @@ class ModelFiles:
         return files
 
     def json(self, name: str) -> dict[str, Any] | None:
-        return read_json_file(self.root / name)[0] if name in self.names else None
+        if not self.has(name):
+            return None
+        if name not in self._json:
+            self._json[name] = read_json_file(self.root / name)[0]
+        return self._json[name]
 
     def has(self, name: str) -> bool:
-        return name in self.names
+        return name in self._name_set
+
+    @property
+    def _name_set(self) -> set[str]:
+        if self._names is None:
+            self._names = set(self.names)
+        return self._names
 
     def with_suffix(self, *suffixes: str) -> list[str]:
         return [n for n in self.names if n.endswith(suffixes)]
+
+
+def _file_stat(path: str) -> FileStat:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return FileStat(-1, None)
+    if not stat.S_ISLNK(st.st_mode):
+        return FileStat(st.st_size, None)
+    link = os.readlink(path)
+    try:
+        return FileStat(os.stat(path).st_size, link)
+    except OSError:
+        return FileStat(-1, link)
 
 
 def _list_files(root: Path, limit: int = 5000) -> list[str]:
@@ -169,10 +216,20 @@ def _nonempty_dict(value: Any) -> bool:
     return isinstance(value, dict) and bool(value)
 
 
+def _blocks(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """The config and its nested model configs (omni models keep towers in thinker_config)."""
+    nested = cfg.get("thinker_config")
+    return [cfg, nested] if isinstance(nested, dict) else [cfg]
+
+
+def _has_tower(cfg: dict[str, Any], key: str) -> bool:
+    return any(_nonempty_dict(b.get(key)) for b in _blocks(cfg))
+
+
 def _is_vision(cfg: dict[str, Any], files: ModelFiles) -> bool:
-    if any(files.has(v) for v in VIDEO_FILES) and not _nonempty_dict(cfg.get("vision_config")):
+    if any(files.has(v) for v in VIDEO_FILES) and not _has_tower(cfg, "vision_config"):
         return False
-    if _nonempty_dict(cfg.get("vision_config")) or str(cfg.get("model_type")) in VISION_TYPES:
+    if _has_tower(cfg, "vision_config") or str(cfg.get("model_type")) in VISION_TYPES:
         return True
     if "image_processor" in cfg:
         return True
@@ -195,7 +252,7 @@ def _feature_extractor(files: ModelFiles) -> str:
 
 def _is_audio(cfg: dict[str, Any], files: ModelFiles, name: str) -> bool:
     mt = str(cfg.get("model_type", "")).lower()
-    if _nonempty_dict(cfg.get("audio_config")) or any(m in mt for m in AUDIO_TYPE_MARKERS):
+    if _has_tower(cfg, "audio_config") or any(m in mt for m in AUDIO_TYPE_MARKERS):
         return True
     if "whisper" in _feature_extractor(files).lower():
         return True
@@ -257,7 +314,9 @@ def model_type_of(cfg: dict[str, Any], files: ModelFiles, name: str, embedder: s
 
 
 def context_length(cfg: dict[str, Any]) -> int | None:
-    for block in (cfg, cfg.get("text_config") or {}):
+    thinker = cfg.get("thinker_config") or {}
+    nested = thinker.get("text_config") if isinstance(thinker, dict) else None
+    for block in (cfg, cfg.get("text_config") or {}, nested or {}):
         if not isinstance(block, dict):
             continue
         for key in CONTEXT_KEYS:
