@@ -19,13 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
-# tests/helpers lives beside this folder; make `tests.helpers` importable however pytest is run.
-_ROOT = Path(__file__).resolve().parents[2]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from tests.helpers.audiofiles import (  # noqa: E402
+from tests.helpers.audiofiles import (
     dominant_frequency,
     espeak_wav,
     ffmpeg_convert,
@@ -37,8 +31,8 @@ from tests.helpers.audiofiles import (  # noqa: E402
     wav_format_tag,
 )
 
-from mlxk.errors import MediaError, MediaTooLargeError  # noqa: E402
-from mlxk.media.audio import (  # noqa: E402
+from mlxk.errors import MediaError, MediaTooLargeError
+from mlxk.media.audio import (
     AudioClip,
     encode_wav,
     load_audio,
@@ -47,6 +41,7 @@ from mlxk.media.audio import (  # noqa: E402
     split_windows,
 )
 
+_ROOT = Path(__file__).resolve().parents[2]  # tests/conftest.py puts it on sys.path
 SPEECH = _ROOT / "tests" / "data" / "speech"
 SHORT, LONG = "a_man_said_to_the_universe_sir_i_exist", "having_returned_to_the_royal_cavern"
 
@@ -200,6 +195,47 @@ def test_flac_and_aiff_in_process(tmp_path: Path) -> None:
             assert (clip.source_format, clip.channels_in, clip.rate_in) == (fmt.lower(), 2, 44100)
             assert clip.duration == pytest.approx(1.0, abs=1e-3)
             assert dominant_frequency(clip.samples, 16000) == pytest.approx(440, abs=1)
+
+
+def test_flac_multichannel_hi_res() -> None:
+    levels = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])  # 5.1: the downmix is their mean
+    buf = io.BytesIO()
+    sf.write(buf, np.tile(levels, (48000, 1)), 96000, format="FLAC", subtype="PCM_24")
+    clip = load_audio(buf.getvalue())
+    assert (clip.channels_in, clip.rate_in, clip.duration) == (6, 96000, 0.5)
+    assert np.median(clip.samples) == pytest.approx(0.35, abs=1e-4)
+
+
+def test_flac_whose_header_lies_about_its_length() -> None:
+    buf = io.BytesIO()
+    sf.write(buf, tone(440, 16000, 2.0), 16000, format="FLAC")
+    data = bytearray(buf.getvalue())
+    # STREAMINFO's 36-bit total-samples field (bytes 21-25 of the file): claim 2^36 - 1.
+    data[21] |= 0x0F
+    data[22:26] = b"\xff\xff\xff\xff"
+    clip = load_audio(bytes(data))
+    assert clip.duration == pytest.approx(2.0)
+    with pytest.raises(MediaTooLargeError):
+        load_audio(bytes(data), max_seconds=1)
+
+
+def _id3_tag(padding: int) -> bytes:
+    size = bytes((padding >> shift) & 0x7F for shift in (21, 14, 7, 0))  # "syncsafe" integer
+    return b"ID3\x04\x00\x00" + size + bytes(padding)
+
+
+def test_large_id3_tag_before_mp3_or_flac() -> None:
+    # Cover art makes tags big: the sniffer must look past it rather than guess "mp3".
+    buf = io.BytesIO()
+    sf.write(buf, tone(440, 16000, 1.0), 16000, format="FLAC")
+    flac = load_audio(_id3_tag(200_000) + buf.getvalue())
+    assert (flac.source_format, flac.duration) == ("flac", 1.0)
+    mp3 = (SPEECH / f"{SHORT}.mp3").read_bytes()
+    tag_size = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(mp3[6:10]))
+    bare = mp3[tag_size:]
+    assert bare[:2] == b"\xff\xf3"
+    clip = load_audio(_id3_tag(200_000) + bare)
+    assert clip.source_format == "mp3" and clip.duration == pytest.approx(4.65, abs=0.1)
 
 
 @requires("ffmpeg")
@@ -625,3 +661,11 @@ def test_split_windows_with_overlap() -> None:
     for bad in ((0.0, 0.0), (2.0, 2.0), (2.0, -1.0)):
         with pytest.raises(ValueError):
             split_windows(clip, *bad)
+
+
+def test_tiny_input_and_unlimited_duration() -> None:
+    assert load_audio(encode_wav(np.zeros(3), 44100)).samples.shape == (1,)
+    with pytest.raises(MediaError, match="too short"):
+        load_audio(encode_wav(np.zeros(1), 44100))
+    clip = load_audio(encode_wav(np.zeros(4410), 44100), max_seconds=float("inf"))
+    assert clip.duration == pytest.approx(0.1)

@@ -93,9 +93,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> CommandResult:
 
 
 def _verbose_header(settings: Settings, prep: Any) -> None:
-    from mlxk.backends.platform import platform_report
+    from mlxk.backends.platform import platform_report, setup_platform
 
-    rep = platform_report(settings)
+    setup_platform(settings)
+    rep = platform_report()
     err(f"[mlxk] model {prep.name} via {prep.backend.value}; device {rep.get('device')}")
     err(f"[mlxk] BLAS: {rep.get('blas') or 'none'}")
 

@@ -73,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("\nInterrupted.\n")
         return 130
+    except OSError as exc:  # permissions, full disks, vanished files: say which and why
+        where = f": {exc.filename}" if exc.filename else ""
+        return _fail(command, _os_error(exc, where), want_json)
     except Exception as exc:  # the one edge where an unexpected bug becomes a clean error
         if Settings.from_env().debug:
             raise
@@ -98,6 +101,17 @@ def _fail(command: str | None, exc: MlxkError, as_json: bool) -> int:
         if exc.exit_code == 2:
             sys.stderr.write("Run 'mlxk --help' for usage.\n")
     return exc.exit_code
+
+
+def _os_error(exc: OSError, where: str) -> MlxkError:
+    from mlxk.errors import PermissionDeniedError
+
+    reason = exc.strerror or str(exc)
+    if isinstance(exc, PermissionError):
+        return PermissionDeniedError(f"Permission denied{where}")
+    err = MlxkError(f"{reason}{where}")
+    err.type = "os_error"
+    return err
 
 
 def main_run() -> int:

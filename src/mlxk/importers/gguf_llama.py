@@ -367,9 +367,14 @@ def _dequantized(item: _PlannedTensor) -> np.ndarray:
 # model.safetensors, written tensor by tensor so memory stays at one tensor
 
 
+_SAFETENSORS_DTYPES = {"float16": ("F16", 2), "bfloat16": ("BF16", 2), "float32": ("F32", 4)}
+
+
 def _encode(values: np.ndarray, dtype: str) -> bytes:
     import numpy as np
 
+    if dtype == "float32":
+        return values.astype("<f4").tobytes()
     if dtype == "bfloat16":
         # Round to nearest even on the upper 16 bits of the float32 pattern.
         bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
@@ -384,12 +389,11 @@ def _encode(values: np.ndarray, dtype: str) -> bytes:
 def _write_safetensors(
     path: Path, plan: list[_PlannedTensor], dtype: str, progress: ProgressFn | None
 ) -> None:
-    itemsize = 2
+    code, itemsize = _SAFETENSORS_DTYPES[dtype]
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for item in plan:
         nbytes = math.prod(item.shape) * itemsize
-        code = "BF16" if dtype == "bfloat16" else "F16"
         header[item.hf_name] = {"dtype": code, "shape": list(item.shape),
                                 "data_offsets": [offset, offset + nbytes]}  # fmt: skip
         offset += nbytes
@@ -476,7 +480,7 @@ def _spm_merges(tokens: list[str], scores: list[float]) -> list[tuple[str, str]]
 
 
 def _spm_tokenizer(meta: dict[str, Any]) -> Any:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, normalizers
 
     tokens: list[str] = meta["tokenizer.ggml.tokens"]
     scores = [float(s) for s in meta.get("tokenizer.ggml.scores", [0.0] * len(tokens))]
@@ -490,9 +494,10 @@ def _spm_tokenizer(meta: dict[str, Any]) -> Any:
     )
     tokenizer = Tokenizer(model)
     prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
-        replacement="▁", prepend_scheme="first" if prefix else "never", split=False
-    )
+    # As llama.cpp: spaces become "▁" and every text run (also one after a special token)
+    # gets a leading "▁", even when it already starts with a space.
+    steps_in = [normalizers.Prepend("▁")] if prefix else []
+    tokenizer.normalizer = normalizers.Sequence([*steps_in, normalizers.Replace(" ", "▁")])
     steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
     tokenizer.decoder = decoders.Sequence([*steps, decoders.Strip(" ", 1, 0)] if prefix else steps)
     return tokenizer
@@ -604,20 +609,26 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def _output_dtype(reader: GGUFReader) -> str:
+    """float16 for quantized files: GGUF blocks scale by float16 factors, so dequantized values
+    lie in its range, with 3 more mantissa bits than bfloat16 and half the size of float32.
+    bfloat16 when the file holds bfloat16 tensors; float32 when its weights are all float32."""
+    kinds = {t.tensor_type.name for t in reader.tensors if len(t.shape) >= 2}
+    if "BF16" in kinds:
+        return "bfloat16"
+    return "float32" if kinds == {"F32"} else "float16"
+
+
 def _write_weights(
     out_dir: Path, reader: GGUFReader, arch: str, meta: dict[str, Any], progress: ProgressFn | None
 ) -> tuple[dict[str, Any], int]:
     """model.safetensors + config.json; returns (config, n_params)."""
-    # float16 by default: GGUF blocks scale by float16 factors, so the dequantized values lie in
-    # its range, it keeps 3 more mantissa bits than bfloat16 and half the size of float32.
-    # bfloat16 when the source holds bfloat16 tensors, or when a value overflows float16.
-    has_bf16 = any(t.tensor_type.name == "BF16" for t in reader.tensors)
-    dtype = "bfloat16" if has_bf16 else "float16"
+    dtype = _output_dtype(reader)
     config = _hf_config(meta, arch, reader, dtype)
     plan = _plan(reader, arch, config)
     try:
         _write_safetensors(out_dir / "model.safetensors", plan, dtype, progress)
-    except _Float16Overflow:
+    except _Float16Overflow:  # values beyond float16's range: bfloat16 keeps float32's range
         dtype = config["torch_dtype"] = "bfloat16"
         _write_safetensors(out_dir / "model.safetensors", plan, dtype, progress)
     _write_json(out_dir / "config.json", config)

@@ -5,7 +5,8 @@ the model's sample rate. The container is sniffed from its first bytes, never fr
 
 * WAV is parsed here, block by block, so a header that lies about its size cannot make us
   allocate what it claims: we only ever hold what was really decoded.
-* MP3 goes through miniaudio (dr_mp3: quiet, in-process); FLAC and AIFF through libsndfile.
+* MP3 and FLAC go through miniaudio (dr_mp3, dr_flac: in-process, quiet); AIFF through
+  libsndfile.
 * Containers that need a real demuxer (OGG/Vorbis, Opus, M4A/AAC, WebM, …) go through an
   ``ffmpeg`` subprocess whose output is a streamed float WAV, parsed by the same WAV code.
 
@@ -29,7 +30,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, BinaryIO, Union
+from typing import IO, Any, BinaryIO, Union
 
 import miniaudio
 import numpy as np
@@ -119,10 +120,15 @@ def _sniff_after_id3(head: bytes) -> str:
     """An ID3v2 tag usually precedes MP3, sometimes AAC or FLAC: look past it when we can."""
     if len(head) < 10:
         return "mp3"
-    size = 10 + ((head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | head[9])
-    size += 10 if head[5] & 0x10 else 0  # footer present
+    size = _id3_size(head)
     inner = sniff_format(head[size:]) if size < len(head) - 4 else None
     return inner or "mp3"
+
+
+def _id3_size(head: bytes) -> int:
+    """Bytes taken by the ID3v2 tag that starts ``head`` (a 'syncsafe' 28-bit size)."""
+    size = 10 + ((head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | head[9])
+    return size + (10 if head[5] & 0x10 else 0)  # footer present
 
 
 def _sniff_mpeg_frame(head: bytes) -> str | None:
@@ -349,7 +355,7 @@ def load_audio(
         raise ValueError("target_rate, max_bytes and max_seconds must be positive")
     inp = _open_input(source, max_bytes, name)
     try:
-        head = inp.reader.peek(_SNIFF_BYTES)
+        head = _peek_head(inp.reader, max_bytes)
         fmt = sniff_format(head)
         if fmt is None:
             raise MediaError(
@@ -366,6 +372,16 @@ def load_audio(
     return AudioClip(
         samples, target_rate, len(samples) / target_rate, fmt, stream.channels, stream.rate
     )
+
+
+def _peek_head(reader: _LimitedReader, max_bytes: int) -> bytes:
+    head = reader.peek(_SNIFF_BYTES)
+    if head[:3] == b"ID3" and len(head) >= 10:
+        # Cover art can make the tag large: look past it to tell MP3 from ID3-tagged FLAC/AAC.
+        size = _id3_size(head)
+        if size > len(head) - 16:
+            head = reader.peek(min(size + 16, max_bytes))
+    return head
 
 
 def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
@@ -388,23 +404,10 @@ def encode_wav(samples: np.ndarray, rate: int) -> bytes:
     pcm = np.round(np.clip(np.nan_to_num(x), -1.0, 1.0) * 32767.0).astype("<i2")
     data = pcm.tobytes()
     channels = x.shape[1]
-    header = struct.pack(
-        "<4sI4s4sIHHIIHH4sI",
-        b"RIFF",
-        36 + len(data),
-        b"WAVE",
-        b"fmt ",
-        16,
-        1,
-        channels,
-        rate,
-        rate * channels * 2,
-        channels * 2,
-        16,
-        b"data",
-        len(data),
-    )
-    return header + data
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * channels * 2, channels * 2, 16)
+    riff = struct.pack("<4sI4s", b"RIFF", 36 + len(data), b"WAVE")
+    chunks = struct.pack("<4sI", b"fmt ", 16) + fmt + struct.pack("<4sI", b"data", len(data))
+    return riff + chunks + data
 
 
 def split_windows(clip: AudioClip, window_s: float, overlap_s: float = 0.0) -> list[AudioClip]:
@@ -441,9 +444,9 @@ def _open_decoder(fmt: str, inp: _Input, ffmpeg: str | None, max_seconds: float)
     if fmt == "wav":
         wf = _read_wav_header(inp.reader, inp.label)
         return _Stream(wf.rate, wf.channels, _wav_blocks(inp.reader, wf, inp.label), _noop)
-    if fmt == "mp3":
-        return _mp3_stream(inp)
-    if fmt in ("flac", "aiff"):
+    if fmt in _MINIAUDIO_INFO:
+        return _miniaudio_stream(inp, fmt)
+    if fmt == "aiff":
         return _soundfile_stream(inp, fmt)
     return _ffmpeg_stream(inp, fmt, ffmpeg, max_seconds)
 
@@ -458,7 +461,7 @@ def _check_layout(rate: int, channels: int, label: str) -> None:
 def _collect(stream: _Stream, rate_out: int, max_seconds: float, label: str) -> np.ndarray:
     """Downmix and resample block by block, stopping as soon as the duration limit is passed."""
     _check_layout(stream.rate, stream.channels, label)
-    max_frames = math.floor(max_seconds * stream.rate)
+    max_frames = math.floor(max_seconds * stream.rate) if math.isfinite(max_seconds) else None
     resampler = (
         soxr.ResampleStream(stream.rate, rate_out, 1, dtype="float32", quality="HQ")
         if stream.rate != rate_out
@@ -468,7 +471,7 @@ def _collect(stream: _Stream, rate_out: int, max_seconds: float, label: str) -> 
     frames = 0
     for block in stream.blocks:
         frames += len(block)
-        if frames > max_frames:
+        if max_frames is not None and frames > max_frames:
             raise _too_long(label, max_seconds, frames / stream.rate)
         mono = _downmix(block)
         parts.append(resampler.resample_chunk(mono) if resampler else mono)
@@ -477,6 +480,8 @@ def _collect(stream: _Stream, rate_out: int, max_seconds: float, label: str) -> 
     if resampler:
         parts.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
     out = np.concatenate(parts).astype(np.float32, copy=False)
+    if not len(out):  # a few input frames can round down to none at a lower rate
+        raise MediaError(f"{label}: the audio is too short ({frames} samples)")
     return np.clip(out, -1.0, 1.0, out=out)  # the low-pass may overshoot full scale slightly
 
 
@@ -594,7 +599,7 @@ def _wav_blocks(reader: _LimitedReader, wf: _WavFormat, label: str) -> Iterator[
             remaining -= len(data)
         if len(data) < want:
             break
-    if wf.data_size is not None and total < wf.data_size:
+    if wf.data_size is not None and 0 < total < wf.data_size:  # none at all: _collect says so
         # A truncated file or a lying header: keep what is really there, say so once.
         log.warning(
             "%s: WAV header promises %d bytes of audio but the input ends after %d; "
@@ -653,14 +658,20 @@ _WAV_TAG_NAMES = {
 
 
 # --------------------------------------------------------------------------------------------
-# MP3 (miniaudio), FLAC and AIFF (libsndfile)
+# MP3 and FLAC (miniaudio: dr_mp3 / dr_flac), AIFF (libsndfile)
+#
+# dr_flac decodes what is really there even when STREAMINFO lies about the length; libsndfile
+# gives up on such a file, and prints to stderr from C on damaged MP3s, so it only gets AIFF.
+
+_MINIAUDIO_INFO = {"mp3": miniaudio.mp3_get_info, "flac": miniaudio.flac_get_info}
 
 
-def _mp3_stream(inp: _Input) -> _Stream:
-    data = inp.reader.read_all()  # bounded by max_bytes; dr_mp3 wants the bytes in memory
+def _miniaudio_stream(inp: _Input, fmt: str) -> _Stream:
+    data = inp.reader.read_all()  # bounded by max_bytes; miniaudio wants the bytes in memory
     try:
-        info = miniaudio.mp3_get_info(data)
+        info = _MINIAUDIO_INFO[fmt](data)
         _check_layout(info.sample_rate, info.nchannels, inp.label)
+        # Native rate and channel count: miniaudio's own converters stay out of the way.
         gen = miniaudio.stream_memory(
             data,
             miniaudio.SampleFormat.FLOAT32,
@@ -669,18 +680,19 @@ def _mp3_stream(inp: _Input) -> _Stream:
             frames_to_read=16384,
         )
     except miniaudio.MiniaudioError:
-        raise MediaError(f"{inp.label}: not a decodable MP3 file") from None
-    return _Stream(
-        info.sample_rate, info.nchannels, _mp3_blocks(gen, info.nchannels, inp.label), gen.close
-    )
+        raise MediaError(f"{inp.label}: not a decodable {fmt.upper()} file") from None
+    blocks = _miniaudio_blocks(gen, info.nchannels, inp.label, fmt)
+    return _Stream(info.sample_rate, info.nchannels, blocks, gen.close)
 
 
-def _mp3_blocks(gen: Iterator[object], channels: int, label: str) -> Iterator[np.ndarray]:
+def _miniaudio_blocks(
+    gen: Iterator[Any], channels: int, label: str, fmt: str
+) -> Iterator[np.ndarray]:
     try:
         for chunk in gen:
-            yield np.frombuffer(chunk, dtype=np.float32).reshape(-1, channels)  # type: ignore[call-overload]
+            yield np.frombuffer(chunk, dtype=np.float32).reshape(-1, channels)
     except miniaudio.MiniaudioError:
-        log.warning("%s: the MP3 stream is damaged; using the part before the damage", label)
+        log.warning("%s: the %s stream is damaged; using the part before it", label, fmt.upper())
 
 
 def _soundfile_stream(inp: _Input, fmt: str) -> _Stream:

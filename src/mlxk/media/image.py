@@ -219,8 +219,9 @@ def _too_many_bytes(label: str, limit: int) -> MediaTooLargeError:
 def _open(data: bytes, fmt: str, max_pixels: int, label: str) -> Image.Image:
     """Parse the header only and check the pixel count before anything is decoded."""
     with warnings.catch_warnings():
-        # Pillow's global bomb warning is superseded by our own max_pixels check below.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # Pillow's bomb warning is superseded by our own max_pixels check below; its
+        # corrupt-metadata warnings (EXIF read while opening a JPEG) change nothing for us.
+        warnings.simplefilter("ignore")
         try:
             img = Image.open(io.BytesIO(data), formats=list(_FORMATS[fmt][0]))
         except Image.DecompressionBombError:

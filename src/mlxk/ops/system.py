@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 from typing import Any
 
 from mlxk.config import Settings
@@ -19,10 +18,4 @@ def total_memory_bytes() -> int | None:
 def system_report(settings: Settings) -> dict[str, Any]:
     from mlxk.backends.platform import platform_report
 
-    return {
-        "memory_total_bytes": total_memory_bytes(),
-        "os": platform.system(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        **platform_report(settings),
-    }
+    return {"memory_total_bytes": total_memory_bytes(), **platform_report()}

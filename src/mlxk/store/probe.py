@@ -167,6 +167,9 @@ def _is_ct2(files: ModelFiles) -> bool:
 
 
 def _mlx_marked(files: ModelFiles) -> bool:
+    sentinel = files.json(".mlxk_workspace.json") or {}
+    if sentinel.get("operation") in ("import", "convert"):
+        return True  # mlxk wrote these weights for MLX
     meta = readme_front_matter(files.root)
     if re.search(r"library_name:\s*mlx\b", meta) or re.search(r"^\s*-\s*mlx\s*$", meta, re.M):
         return True

@@ -8,6 +8,7 @@ fuzzy hit is an error listing them (mlx-knife silently took the first workspace 
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,9 +56,12 @@ def workspace_model(path: Path, display: str | None = None) -> LocalModel:
 def cache_model(repo: CacheRepo, commit: str | None = None) -> LocalModel:
     commit = commit or repo.current_commit()
     if commit is None:
+        snaps = repo.repo_dir / "snapshots"
+        unreadable = snaps.is_dir() and not os.access(snaps, os.R_OK | os.X_OK)
+        problem = f"Permission denied reading {snaps}" if unreadable else "No snapshots found"
         return LocalModel(
             repo.repo_id, repo.repo_dir / "snapshots", True, None, repo.repo_dir,
-            problem="No snapshots found",
+            problem=problem,
         )  # fmt: skip
     return LocalModel(repo.repo_id, repo.snapshot_path(commit), True, commit, repo.repo_dir)
 
