@@ -7,6 +7,7 @@ and what reached the model (prompt token counts that only the media can explain)
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import shutil
@@ -15,6 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tests.helpers.tinyvlm import (
+    GEMMA4_AUDIO_MS_PER_TOKEN,
+    make_tiny_gemma4_omni,
+    make_tiny_qwen2_vl,
+)
 
 from mlxk.backends.vision import (
     AUDIO_PROMPT,
@@ -28,11 +34,6 @@ from mlxk.backends.vision import (
 from mlxk.errors import CapabilityMismatchError, MediaError, ValidationError
 from mlxk.media.image import load_image
 from mlxk.types import GenerationChunk
-from tests.helpers.tinyvlm import (
-    GEMMA4_AUDIO_MS_PER_TOKEN,
-    make_tiny_gemma4_omni,
-    make_tiny_qwen2_vl,
-)
 
 # Known and harmless: mlx-vlm's qwen2_vl reads ``rope_scaling``, which transformers calls
 # deprecated; Gemma's 128-bin mel bank has an empty bin at 16 kHz (real checkpoints too).
@@ -254,7 +255,7 @@ def test_long_audio_is_split_into_windows_nothing_dropped(gemma: VisionRunner) -
     assert req is not None and req.windows_used == 3 == len(req.batches)
     spans = [(w.start, w.end) for w in req.windows]
     assert spans[0][0] == 0.0 and spans[-1][1] == pytest.approx(70.0)
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))  # no gap, no overlap
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))  # no gap, no overlap
     assert all(end - start <= gemma.audio_window_seconds for start, end in spans)
     # Every window was run, and each carried all of its audio into the prompt.
     audio_tokens = [b.prompt_tokens - base for b in req.batches]
@@ -285,3 +286,21 @@ def test_omni_model_answers_plain_text(gemma: VisionRunner) -> None:
     assert (chunks[-1].finish_reason, chunks[-1].token_count) == ("length", 4)
     req = gemma.last_request
     assert req is not None and req.windows == () and [b.images for b in req.batches] == [0]
+
+
+def test_messages_history_and_system_reach_the_template(qwen: VisionRunner) -> None:
+    history = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": [{"type": "text", "text": "And this?"}]},
+    ]
+    plain = run(qwen, None, messages=history, images=[png()], max_tokens=1)[-1]
+    briefed = run(qwen, None, messages=history, images=[png()], max_tokens=1,
+                  system="Be brief.")[-1]  # fmt: skip
+    # The template's default system line is replaced by --system, token for token.
+    default_system = "You are a helpful assistant."
+    assert briefed.prompt_tokens - plain.prompt_tokens == (
+        qwen.count_tokens("Be brief.") - qwen.count_tokens(default_system)
+    )
+    req = qwen.last_request
+    assert req is not None and req.prompt is None and [b.images for b in req.batches] == [1]

@@ -106,7 +106,11 @@ def _vocab_size(specials: tuple[str, ...]) -> int:
 
 
 def _save_random_weights(model_type: str, config: dict[str, Any], out: Path, dtype: str) -> None:
-    """Instantiate mlx-vlm's own model class with ``config`` and save its random parameters."""
+    """Instantiate mlx-vlm's own model class with ``config`` and save its random parameters.
+
+    Saved as ``dtype`` (bfloat16 by default, like published checkpoints) so a loader's float32
+    cast is observable; the seed makes every build the same model.
+    """
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
@@ -137,7 +141,7 @@ def _save_random_weights(model_type: str, config: dict[str, Any], out: Path, dty
 
 
 def make_tiny_qwen2_vl(dir: Path, *, dtype: str = "bfloat16") -> Path:
-    """A tiny random ``qwen2_vl`` model directory (about 1 MB) under ``dir``; returns it."""
+    """A tiny random ``qwen2_vl`` model directory (about 0.2 MB of weights) in ``dir``."""
     from transformers import Qwen2VLConfig
 
     out = Path(dir)
@@ -235,7 +239,7 @@ GEMMA4_IMAGE_SOFT_TOKENS = 70
 
 
 def make_tiny_gemma4_omni(dir: Path, *, dtype: str = "bfloat16") -> Path:
-    """A tiny random ``gemma4`` model with vision and audio towers under ``dir``; returns it."""
+    """A tiny random ``gemma4`` model with vision and audio towers (about 0.4 MB) in ``dir``."""
     out = Path(dir)
     out.mkdir(parents=True, exist_ok=True)
     specials = GEMMA4_SPECIALS
@@ -316,6 +320,8 @@ def make_tiny_gemma4_omni(dir: Path, *, dtype: str = "bfloat16") -> Path:
     _save_random_weights("gemma4", config, out, dtype)
 
     _byte_level_tokenizer(specials).save(str(out / "tokenizer.json"))
+    # mlx-vlm's Gemma4Processor finds its markers as tokenizer attributes (image_token,
+    # boa_token, …); transformers turns every ``*_token`` key here into such an attribute.
     _write_json(
         out / "tokenizer_config.json",
         {

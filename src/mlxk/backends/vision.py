@@ -175,6 +175,12 @@ def _text_of(content: Any) -> str:
     return "" if content is None else str(content)
 
 
+def _default_prompt(batch: _Batch) -> str:
+    if batch.audio is not None:
+        return AUDIO_PROMPT
+    return IMAGE_PROMPT if batch.images else ""
+
+
 def _default_temperature(has_audio: bool) -> float:
     return AUDIO_TEMPERATURE if has_audio else DEFAULT_TEMPERATURE
 
@@ -276,7 +282,7 @@ class VisionRunner:
             log.info("audio %s s: %d window(s) of at most %.0f s",
                      "+".join(f"{s:.1f}" for s in self.last_request.audio_seconds),
                      len(windows), self.window_seconds)
-        chats = [self._chat(prompt, messages, system, b) for b in batches]
+        prompts = [self._format(self._chat(prompt, messages, system, b), b) for b in batches]
         sampling = {"max_tokens": max_tokens, "temperature": temp, "top_p": top_p}
         if repetition_penalty not in (None, 1.0):
             sampling["repetition_penalty"] = repetition_penalty
@@ -284,7 +290,7 @@ class VisionRunner:
             sampling["seed"] = seed
         self._cancel.clear()
         join = _WINDOW_JOIN if clips else _CHUNK_JOIN
-        return self._run(batches, chats, sampling, join, self.last_request)
+        return self._run(batches, prompts, sampling, join, self.last_request)
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -324,42 +330,48 @@ class VisionRunner:
         self, prompt: str | None, messages: list[dict[str, Any]] | None, system: str | None,
         batch: _Batch,
     ) -> list[dict[str, str]]:  # fmt: skip
-        chat = [{"role": str(m.get("role", "user")), "content": _text_of(m.get("content"))}
-                for m in messages] if messages is not None else []
+        """The conversation for one call: messages (or the prompt), --system, EXIF context."""
         if messages is None:
             chat = [{"role": "user", "content": prompt or ""}]
+        else:
+            chat = [{"role": str(m.get("role", "user")), "content": _text_of(m.get("content"))}
+                    for m in messages]  # fmt: skip
         if system is not None:  # --system replaces a leading system message
             chat = chat[1:] if chat and chat[0]["role"] == "system" else chat
             chat = [{"role": "system", "content": system}, *chat]
-        context = metadata_context(batch.images)
-        users = [i for i, m in enumerate(chat) if m["role"] == "user"]
-        if users:
-            last = chat[users[-1]]
-            text = last["content"] or (AUDIO_PROMPT if batch.audio is not None else
-                                       IMAGE_PROMPT if batch.images else "")
+        users = [m for m in chat if m["role"] == "user"]
+        if users:  # media and their context belong to the last user turn
+            last = users[-1]
+            text = last["content"] or _default_prompt(batch)
+            context = metadata_context(batch.images)
             last["content"] = f"{context}\n\n{text}" if context else text
         return chat
 
     def _format(self, chat: list[dict[str, str]], batch: _Batch) -> str:
+        """The model's chat template with one media marker per image and audio window."""
+        from jinja2 import TemplateError
         from mlx_vlm.prompt_utils import apply_chat_template
 
-        return str(apply_chat_template(
-            self.processor, self.model.config, chat, num_images=len(batch.images),
-            num_audios=0 if batch.audio is None else 1,
-        ))  # fmt: skip
+        try:
+            return str(apply_chat_template(
+                self.processor, self.model.config, chat, num_images=len(batch.images),
+                num_audios=0 if batch.audio is None else 1,
+            ))  # fmt: skip
+        except (TemplateError, ValueError, KeyError, TypeError) as exc:
+            raise GenerationError(f"cannot apply the chat template: {exc}") from exc
 
     # -- generation --------------------------------------------------------------------------
 
     def _run(
-        self, batches: list[_Batch], chats: list[list[dict[str, str]]], sampling: dict[str, Any],
-        join: str, request: VisionRequest,
+        self, batches: list[_Batch], prompts: list[str], sampling: dict[str, Any], join: str,
+        request: VisionRequest,
     ) -> Iterator[GenerationChunk]:  # fmt: skip
         tokens = prompt_total = 0
         emitted = truncated = False
-        for index, (batch, chat) in enumerate(zip(batches, chats, strict=True)):
+        for index, (batch, prompt) in enumerate(zip(batches, prompts, strict=True)):
             sep = join if emitted else ""
             outcome = _Outcome()
-            for piece in self._call(batch, chat, sampling, outcome):
+            for piece in self._call(batch, prompt, sampling, outcome):
                 if piece:
                     yield GenerationChunk(sep + piece, tokens + outcome.generated, None,
                                           prompt_total + outcome.prompt_tokens)
@@ -378,8 +390,7 @@ class VisionRunner:
         yield GenerationChunk("", tokens, "length" if truncated else "stop", prompt_total)
 
     def _call(
-        self, batch: _Batch, chat: list[dict[str, str]], sampling: dict[str, Any],
-        outcome: _Outcome,
+        self, batch: _Batch, prompt: str, sampling: dict[str, Any], outcome: _Outcome,
     ) -> Iterator[str]:  # fmt: skip
         """Text pieces of one mlx-vlm call; ``outcome`` holds its counts when it ends."""
         from mlx_vlm import stream_generate
@@ -388,8 +399,7 @@ class VisionRunner:
         images: Any = [img.image for img in batch.images] or None
         audio: Any = None if batch.audio is None else [batch.audio]
         responses = stream_generate(
-            self.model, self.processor, self._format(chat, batch), image=images, audio=audio,
-            **sampling,
+            self.model, self.processor, prompt, image=images, audio=audio, **sampling,
         )  # fmt: skip
         try:
             while not self._cancel.is_set():  # checked before each generated token
