@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.helpers.textmodels import FLOAT32_ACTIVATIONS, SMOLLM2_PARIS_PROMPT, import_smollm2
 
 from mlxk.backends.convert import INDEX_NAME, cast_model, quantize_model, repair_index
 from mlxk.backends.text import TextRunner, load_text
@@ -19,7 +20,6 @@ from mlxk.store.safetensors_header import (
     tensor_entries,
     tensor_nbytes,
 )
-from tests.helpers.textmodels import FLOAT32_ACTIVATIONS, SMOLLM2_PARIS_PROMPT, import_smollm2
 
 pytestmark = pytest.mark.slow
 
@@ -134,9 +134,7 @@ def test_transformers_reads_the_repaired_index(sharded: Path) -> None:
 
     last = load_file(str(sharded / "model-00003-of-00003.safetensors"))
     name = sorted(last)[-1]
-    np.testing.assert_array_equal(
-        model.state_dict()[name].numpy(), last[name].astype(np.float32)
-    )
+    np.testing.assert_array_equal(model.state_dict()[name].numpy(), last[name].astype(np.float32))
 
 
 def test_repair_index_refuses_duplicates_and_corrupt_shards(sharded: Path, tmp_path: Path) -> None:
@@ -153,7 +151,7 @@ def test_repair_index_refuses_duplicates_and_corrupt_shards(sharded: Path, tmp_p
     assert (work / INDEX_NAME).read_text() == '{"weight_map": {}}'  # left as it was
     (work / "model-00004-of-00003.safetensors").unlink()
     (work / "model-00004-of-00003.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
-    with pytest.raises(ConversionError, match="model-00004-of-00003.safetensors"):
+    with pytest.raises(ConversionError, match=r"model-00004-of-00003\.safetensors"):
         repair_index(work)
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -6,10 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
-from mlxk.backends.text import TextRunner, _StopStrings, load_text
-from mlxk.errors import GenerationError, ValidationError
-from mlxk.types import GenerationChunk
 from tests.helpers.textmodels import (
     FLOAT32_ACTIVATIONS,
     SMOLLM2_PARIS_PROMPT,
@@ -17,6 +13,10 @@ from tests.helpers.textmodels import (
     import_smollm2,
     make_tiny_qwen2,
 )
+
+from mlxk.backends.text import TextRunner, _StopStrings, load_text
+from mlxk.errors import GenerationError, ValidationError
+from mlxk.types import GenerationChunk
 
 GREEDY = {"temperature": 0.0, "repetition_penalty": 1.0}
 PARIS_ANSWER = "The capital of France is Paris."  # SmolLM2 greedy, float32 and float16 alike
@@ -49,7 +49,7 @@ def _run(runner: TextRunner, **kw) -> tuple[str, list[GenerationChunk]]:
 
 
 def test_tiny_qwen2_generates_n_tokens(tiny: TextRunner) -> None:
-    text, chunks = _run(tiny, prompt="hello", max_tokens=7, **GREEDY)
+    _, chunks = _run(tiny, prompt="hello", max_tokens=7, **GREEDY)
     last = chunks[-1]
     assert last.finish_reason == "length"
     assert last.token_count == 7

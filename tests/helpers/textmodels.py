@@ -192,8 +192,10 @@ _HF_TO_GGUF = {
 
 def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
     """llama.cpp's Q/K row order for normal-rope archs: per head, rows (2, d/2) → (d/2, 2)."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(
-        w.shape
+    return (
+        w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
     )
 
 
@@ -223,6 +225,7 @@ def write_gguf(
     pre: str = "qwen2",
     extra_eos: dict[str, int] | None = None,
     spm: Any = None,
+    extra_tensors: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """A GGUF with ``arch``; given an HF config and weights, the same model in GGUF form.
 
@@ -250,6 +253,8 @@ def write_gguf(
     for hf, w in (weights or {"token_embd.weight": np.zeros((8, 4), np.float32)}).items():
         name = _gguf_name(hf) if config is not None else hf
         writer.add_tensor(name, _gguf_tensor(hf, w, config) if config is not None else w)
+    for name, w in (extra_tensors or {}).items():  # raw GGUF names, e.g. rope_freqs.weight
+        writer.add_tensor(name, w)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -276,22 +281,24 @@ def _add_byte_tokenizer(writer: Any, model: str, pre: str, extra_eos: dict[str, 
         writer.add_eom_token_id(extra_eos["eom"])
 
 
-def make_tiny_gguf(path: Path, arch: str = "qwen2", *, seed: int = 0, **kw: Any) -> Path:
+def make_tiny_gguf(
+    path: Path, arch: str = "qwen2", *, seed: int = 0, rope_theta: float = 10000.0, **kw: Any
+) -> Path:
     """A tiny random model of ``arch`` written straight to GGUF (float32 tensors)."""
-    config = _tiny_config(arch, 512)
+    config = {**_tiny_config(arch, 512), "rope_theta": rope_theta}
     return write_gguf(path, arch, config=config, weights=_tiny_weights(config, seed), **kw)
 
 
 # ---------------------------------------------------------------------------------------------
 # SentencePiece ("llama" tokenizer model) GGUF
 
-_SPM_WORDS = (
+_SPM_TEXT = (
     "the model reads every token of a prompt and writes an answer one token at a time while "
     "a cache keeps keys and values of earlier positions so each new step stays cheap "
     "quantization stores weights in four or eight bits with a scale and a bias per group "
     "Paris Berlin Madrid Rome Lisbon Vienna Prague Warsaw Oslo Helsinki capital city river "
     "numbers like 12 345 and 2024 appear in text as do dates times and prices"
-).split()
+)
 
 
 def train_spm(dir: Path, vocab_size: int = 400) -> Any:
@@ -300,7 +307,7 @@ def train_spm(dir: Path, vocab_size: int = 400) -> Any:
     import sentencepiece as spm
 
     rng = np.random.default_rng(0)
-    lines = [" ".join(rng.choice(_SPM_WORDS, size=12)) for _ in range(400)]
+    lines = [" ".join(rng.choice(_SPM_TEXT.split(), size=12)) for _ in range(400)]
     corpus = dir / "corpus.txt"
     corpus.write_text("\n".join(lines) + "\n")
     spm.SentencePieceTrainer.train(

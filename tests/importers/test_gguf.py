@@ -8,10 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from mlxk.errors import ImportFormatError, UnsupportedArchitectureError
-from mlxk.importers.gguf_llama import import_gguf, looks_like_gguf
-from mlxk.store.safetensors_header import read_header, tensor_entries, tensor_nbytes
 from tests.helpers.textmodels import (
     FLOAT32_ACTIVATIONS,
     SMOLLM2_PARIS_PROMPT,
@@ -23,6 +19,10 @@ from tests.helpers.textmodels import (
     train_spm,
     write_gguf,
 )
+
+from mlxk.errors import ConversionError, ImportFormatError, UnsupportedArchitectureError
+from mlxk.importers.gguf_llama import import_gguf, looks_like_gguf
+from mlxk.store.safetensors_header import read_header, tensor_entries, tensor_nbytes
 
 pytestmark = pytest.mark.slow
 
@@ -129,7 +129,11 @@ def test_tokenizer_matches_transformers_gguf_tokenizer(smollm2) -> None:
 
     gguf = smollm2_gguf()
     theirs = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    texts = ["Hello world, 12345 and 2024!", "The quick brown fox\n\n  jumps  over", "naïve café 🚀"]
+    texts = [
+        "Hello world, 12345 and 2024!",
+        "The quick brown fox\n\n  jumps  over",
+        "naïve café 🚀",
+    ]
     for text in texts:
         assert smollm2.tokenizer.encode(text) == theirs.encode(text)
     chat = [{"role": "user", "content": SMOLLM2_PARIS_PROMPT}]
@@ -175,8 +179,9 @@ def test_tiny_gguf_round_trip_is_exact(tmp_path: Path, arch: str) -> None:
     out.mkdir()
     info = import_gguf(gguf, out)
     assert info.dtype == "float32"  # an all-float32 file keeps its precision
-    original, imported = _load_tensors(hf_dir / "model.safetensors"), _load_tensors(
-        out / "model.safetensors"
+    original, imported = (
+        _load_tensors(hf_dir / "model.safetensors"),
+        _load_tensors(out / "model.safetensors"),
     )
     assert original.keys() == imported.keys()
     for name, value in original.items():
@@ -188,6 +193,47 @@ def test_tiny_gguf_round_trip_is_exact(tmp_path: Path, arch: str) -> None:
     np.testing.assert_array_equal(
         np.array(a.model(mx.array([ids]))), np.array(b.model(mx.array([ids])))
     )
+
+
+def test_llama3_rope_freqs_become_rope_scaling(tmp_path: Path) -> None:
+    """Llama 3.1+ GGUFs keep rope scaling only as a rope_freqs tensor of per-frequency divisors;
+    the expected divisors come from mlx-lm's own Llama3RoPE, not from the importer."""
+    import mlx.core as mx
+    from mlx_lm.models.rope_utils import Llama3RoPE
+
+    from mlxk.backends.text import load_text
+
+    scaling = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}  # fmt: skip
+    base, head_dim = 500000.0, 16
+    rope = Llama3RoPE(head_dim, 131072, False, base, scaling)
+    plain = base ** (np.arange(0, head_dim, 2) / head_dim)
+    divisors = (np.array(rope._freqs.astype(mx.float32)) / plain).astype(np.float32)
+    assert divisors.min() == pytest.approx(1.0) and divisors.max() == pytest.approx(32.0)
+    gguf = make_tiny_gguf(
+        tmp_path / "l3.gguf", "llama", rope_theta=base,
+        extra_tensors={"rope_freqs.weight": divisors},
+    )  # fmt: skip
+    out = tmp_path / "out"
+    out.mkdir()
+    import_gguf(gguf, out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["rope_scaling"] == scaling
+    assert config["rope_theta"] == base
+    assert "rope_freqs.weight" not in tensor_entries(read_header(out / "model.safetensors"))
+    runner = load_text(out, float32_activations=True)
+    assert isinstance(runner.model.model.layers[0].self_attn.rope, Llama3RoPE)
+
+
+def test_bad_quantize_arguments_fail_before_writing(tmp_path: Path) -> None:
+    gguf = make_tiny_gguf(tmp_path / "m.gguf", "qwen2")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ConversionError, match="7-bit"):
+        import_gguf(gguf, out, quantize=7)
+    with pytest.raises(ConversionError, match="group 48"):
+        import_gguf(gguf, out, quantize=4, q_group_size=48)
+    _assert_untouched(out, set())
 
 
 def test_sentencepiece_tokenizer_matches_sentencepiece(tmp_path: Path) -> None:

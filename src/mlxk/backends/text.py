@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mlxk.errors import GenerationError, ValidationError
 from mlxk.types import GenerationChunk
@@ -119,8 +119,10 @@ class TextRunner:
                 chat = [{"role": "system", "content": system}, *chat]
             ids = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True)
             return list(ids)
-        text = prompt if prompt is not None else "\n\n".join(
-            _text_of(m.get("content")) for m in messages or []
+        text = (
+            prompt
+            if prompt is not None
+            else "\n\n".join(_text_of(m.get("content")) for m in messages or [])
         )
         if system:
             text = f"{system}\n\n{text}"
@@ -230,7 +232,8 @@ def load_text(path: Path, *, float32_activations: bool) -> TextRunner:
     from mlx_lm import load
 
     try:
-        model, tokenizer, config = load(str(path), return_config=True)
+        loaded = load(str(path), return_config=True)
+        model, tokenizer, config = cast("tuple[Any, Any, dict[str, Any]]", loaded)
     except (FileNotFoundError, ValueError, KeyError, OSError) as exc:
         raise GenerationError(f"cannot load text model at {path}: {exc}") from exc
     if float32_activations:

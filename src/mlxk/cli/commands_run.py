@@ -123,6 +123,13 @@ def _generate(
         "tokens_generated": tokens, "generation_time_s": round(elapsed, 3),
         "finish_reason": reason, "backend": prep.backend.value,
     }  # fmt: skip
+    if prep.backend is Backend.MLX_VLM:
+        from mlxk.ops.run import last_vision_request
+
+        data["request"] = request = last_vision_request()
+        if args.verbose and request:
+            err(f"[mlxk] prompt {request['prompt']!r}, temperature {request['temperature']}")
+            err(f"[mlxk] audio windows: {len(request['windows'])}")
     return CommandResult(data, None if live else (lambda: out(text)))
 
 

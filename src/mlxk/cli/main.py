@@ -6,6 +6,7 @@ import argparse
 import json
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -57,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(args_list)
         command = args.command
         settings = Settings.from_env()
+        if not settings.debug:
+            # Library deprecation chatter (transformers, mlx-vlm) is noise to a CLI user.
+            warnings.simplefilter("ignore", FutureWarning)
         if args.version:
             result = VERSION.run(args, settings)
             command = "version"

@@ -124,8 +124,9 @@ def _open_reader(src: Path) -> GGUFReader:
     try:
         reader = GGUFReader(src)
     except (ValueError, IndexError, struct.error, OverflowError, MemoryError) as exc:
+        why = " ".join(str(exc).split())  # numpy messages may span lines; keep one
         raise ImportFormatError(
-            f"{src.name}: truncated or corrupt GGUF ({size} bytes): {exc}"
+            f"{src.name}: truncated or corrupt GGUF ({size} bytes): {why}"
         ) from exc
     for tensor in reader.tensors:  # the reader maps lazily; make sure every byte exists
         end = int(tensor.data_offset) + int(tensor.n_bytes)
@@ -519,7 +520,7 @@ def _add_special_tokens(tokenizer: Any, meta: dict[str, Any]) -> None:
     types: list[int] = meta.get("tokenizer.ggml.token_type", [1] * len(tokens))
     special_ids = set(_special_ids(meta).values()) | set(_eos_ids(meta))
     special, user = [], []
-    for idx, (tok, kind) in enumerate(zip(tokens, types)):
+    for idx, (tok, kind) in enumerate(zip(tokens, types, strict=False)):
         if kind == _CONTROL or idx in special_ids:
             special.append(AddedToken(tok, special=True, normalized=False))
         elif kind == _USER_DEFINED:
@@ -656,17 +657,37 @@ def _clear(out_dir: Path, before: Iterable[Path]) -> None:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
-def _quantize_in_place(out_dir: Path, bits: int, group_size: int) -> None:
-    """Re-quantize the dequantized model just written, with mlx-lm, into the same directory."""
+def _check_quantize(quantize: int | None, group_size: int) -> None:
+    from mlxk.backends.convert import QUANT_BITS, QUANT_GROUP_SIZES
+
+    if quantize is not None and (quantize not in QUANT_BITS or group_size not in QUANT_GROUP_SIZES):
+        raise ConversionError(
+            f"cannot quantize to {quantize}-bit / group {group_size}; bits: "
+            f"{', '.join(map(str, QUANT_BITS))}; group sizes: "
+            f"{', '.join(map(str, QUANT_GROUP_SIZES))}"
+        )
+
+
+def _convert(
+    out_dir: Path,
+    reader: GGUFReader,
+    arch: str,
+    meta: dict[str, Any],
+    quantize: tuple[int, int] | None,
+    progress: ProgressFn | None,
+) -> tuple[dict[str, Any], int]:
+    """Write the model; with ``quantize`` (bits, group) the dequantized model goes to a staging
+    directory first and mlx-lm writes the quantized one into ``out_dir``."""
     from mlxk.backends.convert import quantize_model
 
-    staging = out_dir / ".dequantized"
-    staging.mkdir()
-    for entry in list(out_dir.iterdir()):
-        if entry != staging:
-            entry.rename(staging / entry.name)
-    quantize_model(staging, out_dir, bits=bits, group_size=group_size)
-    shutil.rmtree(staging)
+    target = out_dir / ".dequantized" if quantize else out_dir
+    target.mkdir(exist_ok=True)
+    config, n_params = _write_weights(target, reader, arch, meta, progress)
+    _write_tokenizer(target, meta, config)
+    if quantize:
+        quantize_model(target, out_dir, bits=quantize[0], group_size=quantize[1])
+        shutil.rmtree(target)
+    return config, n_params
 
 
 def import_gguf(
@@ -684,21 +705,18 @@ def import_gguf(
     writing of the dequantized weights.
     """
     src, out_dir = Path(src), Path(out_dir)
-    if quantize is not None and quantize not in (2, 3, 4, 5, 6, 8):
-        raise ConversionError(f"cannot quantize to {quantize} bits (choose 2, 3, 4, 5, 6 or 8)")
+    _check_quantize(quantize, q_group_size)
     reader = _open_reader(src)
     meta = _metadata(reader)
     arch = _architecture(meta)
     before = list(out_dir.iterdir())
+    q = None if quantize is None else (quantize, q_group_size)
     try:
-        config, n_params = _write_weights(out_dir, reader, arch, meta, progress)
-        _write_tokenizer(out_dir, meta, config)
-        source_q = _source_quantization(reader)
-        if quantize is not None:
-            _quantize_in_place(out_dir, quantize, q_group_size)
+        config, n_params = _convert(out_dir, reader, arch, meta, q, progress)
     except BaseException:
         _clear(out_dir, before)
         raise
+    source_q = _source_quantization(reader)
     return GgufImportInfo(
         architecture=arch,
         name_guess=_name_guess(src, meta),
@@ -706,7 +724,7 @@ def import_gguf(
         source_sha256=_sha256(src),
         source_quantization=source_q,
         dtype=config["torch_dtype"],
-        quantization=None if quantize is None else {"bits": quantize, "group_size": q_group_size},
+        quantization=None if q is None else {"bits": q[0], "group_size": q[1]},
         warnings=_precision_warnings(source_q, quantize),
     )
 

@@ -109,6 +109,16 @@ def _cached(kind: str, path: Path, load: Any) -> Any:
     return _LOADED[key]
 
 
+def last_vision_request() -> dict[str, Any] | None:
+    """What the last vision/omni call actually used (prompt, temperature, audio windows)."""
+    from dataclasses import asdict
+
+    for (kind, _path), runner in _LOADED.items():
+        if kind == "vision" and getattr(runner, "last_request", None) is not None:
+            return asdict(runner.last_request)
+    return None
+
+
 def platform_for(settings: Settings) -> Any:
     from mlxk.backends.platform import setup_platform
 

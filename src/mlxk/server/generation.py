@@ -1,0 +1,194 @@
+"""Generation for chat and completions: one stream of GenerationChunk per request, whichever
+backend the selector picked (mlx-lm batched, mlx-vlm, or Whisper for chat input_audio).
+
+The first chunk is awaited before the route answers, so a refusal (context too long, a bad
+image) still gets its honest status instead of a 200 followed by an error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+
+from mlxk.errors import MlxkError
+from mlxk.ops.run import TEXT_TEMPERATURE, PreparedRun
+from mlxk.server.engine import DONE, Sampling, Sink
+from mlxk.server.errors import ApiError, bad_param
+from mlxk.server.pool import Loaded
+from mlxk.server.service import ServerState, acquire, acquire_now, run_with_model
+from mlxk.types import Backend, GenerationChunk
+
+_POLL_S = 0.5  # how often a waiting request checks whether its client is still there
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """What a chat or completion request asks of the generator."""
+
+    messages: list[dict[str, str]] | None
+    prompt: str | None
+    max_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+    stop: tuple[str, ...]
+    repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+
+class ClientGone(Exception):
+    """The client disconnected while we waited; nothing more to send."""
+
+
+async def next_event(sink: Sink, request: Request) -> Any:
+    """The next engine event; cancels the work if the client goes away while we wait."""
+    while True:
+        try:
+            event = await asyncio.wait_for(sink.queue.get(), timeout=_POLL_S)
+        except asyncio.TimeoutError:
+            if await request.is_disconnected():
+                sink.cancel()
+                raise ClientGone() from None
+            continue
+        if isinstance(event, BaseException):
+            raise event
+        return event
+
+
+@dataclass
+class ChunkStream:
+    """The chunks of one generation; ``first`` was already received."""
+
+    first: GenerationChunk | None
+    sink: Sink | None
+    request: Request
+
+    async def chunks(self) -> AsyncIterator[GenerationChunk]:
+        if self.first is not None:
+            yield self.first
+            if self.first.finish_reason is not None and self.sink is None:
+                return
+        if self.sink is None:
+            return
+        while True:
+            event = await next_event(self.sink, self.request)
+            if event is DONE:
+                return
+            yield event
+
+    def cancel(self) -> None:
+        if self.sink is not None:
+            self.sink.cancel()
+
+
+def token_budget(prompt_tokens: int, context: int, requested: int | None, ceiling: int) -> int:
+    """max_tokens for this request; refuses a prompt + max_tokens beyond the context."""
+    room = context - prompt_tokens
+    if room <= 0:
+        raise bad_param("messages", f"the prompt is {prompt_tokens} tokens; the model's context "
+                        f"length is {context} tokens")  # fmt: skip
+    if requested is not None and requested > room:
+        raise bad_param("max_tokens", f"prompt ({prompt_tokens} tokens) + max_tokens ({requested})"
+                        f" exceeds the model's context length of {context} tokens")  # fmt: skip
+    return min(requested or room, room, ceiling)
+
+
+def _sampling(p: GenParams, max_tokens: int) -> Sampling:
+    return Sampling(
+        max_tokens=max_tokens, temperature=TEXT_TEMPERATURE if p.temperature is None
+        else p.temperature, top_p=1.0 if p.top_p is None else p.top_p,
+        repetition_penalty=p.repetition_penalty, presence_penalty=p.presence_penalty,
+        frequency_penalty=p.frequency_penalty, stop=p.stop,
+    )  # fmt: skip
+
+
+async def _start_text(state: ServerState, prep: PreparedRun, p: GenParams) -> Sink:
+    opts = state.options
+
+    def job() -> tuple[Loaded, list[int], int]:
+        entry = acquire_now(state, prep)
+        try:
+            runner = entry.runner
+            ids = runner.encode_prompt(p.messages, prompt=p.prompt,
+                                       use_chat_template=p.messages is not None)  # fmt: skip
+            limit = token_budget(len(ids), runner.context_length, p.max_tokens, opts.max_tokens)
+            return entry, ids, limit
+        except BaseException:
+            state.pool.release(entry)
+            raise
+
+    entry, ids, limit = await state.engine.call(job)
+    sink = Sink(asyncio.get_running_loop())
+    state.engine.generate(entry, ids, _sampling(p, limit), sink)
+    return sink
+
+
+async def _start_vision(state: ServerState, prep: PreparedRun, p: GenParams,
+                        images: list[Any], clips: list[Any]) -> Sink:  # fmt: skip
+    entry = await acquire(state, prep)
+    ceiling = min(p.max_tokens or 512, state.options.max_tokens)
+    runner = entry.runner
+
+    def start() -> Any:
+        return runner.stream(
+            p.prompt if p.messages is None else None, images=images, audio=clips,
+            messages=p.messages, max_tokens=ceiling, temperature=p.temperature,
+            top_p=1.0 if p.top_p is None else p.top_p, repetition_penalty=p.repetition_penalty,
+        )  # fmt: skip
+
+    sink = Sink(asyncio.get_running_loop())
+    state.engine.stream(entry, start, p.stop, sink)
+    return sink
+
+
+async def _transcribe_clips(state: ServerState, prep: PreparedRun, clips: list[Any]) -> str:
+    def work(runner: Any) -> str:
+        return "\n".join(runner.transcribe(c, task="transcribe").text.strip() for c in clips)
+
+    text: str = await run_with_model(state, prep, work)
+    return text
+
+
+async def start(state: ServerState, request: Request, prep: PreparedRun, p: GenParams,
+                images: list[Any], clips: list[Any]) -> ChunkStream:  # fmt: skip
+    """Start generating and wait for the first chunk (errors raise here, before any byte)."""
+    if prep.backend is Backend.MLX_AUDIO:
+        if not clips:
+            raise ApiError(400, f"model '{prep.name}' is a speech model: send input_audio",
+                           param="messages")  # fmt: skip
+        text = await _transcribe_clips(state, prep, clips)
+        return ChunkStream(GenerationChunk(text, 0, "stop", 0), None, request)
+    if prep.backend is Backend.MLX_VLM:
+        sink = await _start_vision(state, prep, p, images, clips)
+    elif prep.backend is Backend.MLX_LM:
+        sink = await _start_text(state, prep, p)
+    else:
+        raise ApiError(400, f"model '{prep.name}' is not a generative model", param="model")
+    stream = ChunkStream(None, sink, request)
+    try:
+        stream.first = await _first(sink, request)
+    except (MlxkError, ClientGone, asyncio.CancelledError):
+        sink.cancel()
+        raise
+    return stream
+
+
+async def _first(sink: Sink, request: Request) -> GenerationChunk | None:
+    event = await next_event(sink, request)
+    return None if event is DONE else event
+
+
+async def collect(stream: ChunkStream) -> tuple[str, str, int, int]:
+    """Fold a stream: text, finish_reason, prompt_tokens, completion_tokens."""
+    parts: list[str] = []
+    reason, prompt, completion = "stop", 0, 0
+    async for chunk in stream.chunks():
+        parts.append(chunk.text)
+        reason = chunk.finish_reason or reason
+        prompt = chunk.prompt_tokens or prompt
+        completion = max(completion, chunk.token_count)
+    return "".join(parts), reason, prompt, completion

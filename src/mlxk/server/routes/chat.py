@@ -1,0 +1,122 @@
+"""POST /v1/chat/completions: text, image_url data URLs and input_audio, stream or not."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from mlxk.errors import MlxkError
+from mlxk.ops.run import RunOptions
+from mlxk.server.errors import bad_param, error_response
+from mlxk.server.generation import ChunkStream, ClientGone, GenParams, collect, start
+from mlxk.server.media import decode_audio, decode_images, split_chat
+from mlxk.server.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChunkChoice,
+    Delta,
+    Usage,
+    new_id,
+    now,
+)
+from mlxk.server.routes import ERRORS
+from mlxk.server.service import ServerState, prepare_run, state_of
+from mlxk.server.sse import DONE_LINE, EventStreamResponse, event, once
+
+router = APIRouter()
+CLIENT_GONE = 499  # nginx's "client closed request": nobody reads it, logs do
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERRORS)
+async def chat_completions(req: ChatCompletionRequest, request: Request) -> Response:
+    state = state_of(request)
+    if req.n != 1:
+        raise bad_param("n", "only n=1 is supported")
+    inputs = split_chat(req.messages, state.settings, state.options)
+    state.admission.enter()
+    leave = once(state.admission.leave)
+    try:
+        stream = await _start(state, request, req, inputs)
+    except ClientGone:
+        leave()
+        return Response(status_code=CLIENT_GONE)
+    except BaseException:
+        leave()
+        raise
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        body = _sse(stream, req.model, include_usage)
+        return EventStreamResponse(body, _closer(stream, leave))
+    try:
+        text, reason, prompt, completion = await collect(stream)
+    except ClientGone:
+        return Response(status_code=CLIENT_GONE)
+    finally:
+        leave()
+    answer = ChatCompletion(
+        id=new_id("chatcmpl"), created=now(), model=req.model,
+        choices=[ChatChoice(message=AssistantMessage(content=text), finish_reason=reason)],
+        usage=Usage(prompt_tokens=prompt, completion_tokens=completion,
+                    total_tokens=prompt + completion),
+    )  # fmt: skip
+    return JSONResponse(answer.model_dump(mode="json"))
+
+
+async def _start(state: ServerState, request: Request, req: ChatCompletionRequest,
+                 inputs: object) -> ChunkStream:  # fmt: skip
+    from mlxk.server.media import ChatInputs
+
+    assert isinstance(inputs, ChatInputs)
+    run = RunOptions(images=tuple(inputs.image_bytes), audio=tuple(inputs.audio_bytes))
+    prep = await prepare_run(state, req.model, run)
+    images = await decode_images(inputs.image_bytes, state.settings, state.options)
+    clips = [await decode_audio(b, state.settings, f"input_audio {i + 1}")
+             for i, b in enumerate(inputs.audio_bytes)]  # fmt: skip
+    params = GenParams(
+        messages=inputs.messages, prompt=None,
+        max_tokens=req.max_completion_tokens or req.max_tokens, temperature=req.temperature,
+        top_p=req.top_p, stop=req.stop_list(), repetition_penalty=req.repetition_penalty,
+        presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
+    )  # fmt: skip
+    return await start(state, request, prep, params, images, clips)
+
+
+def _closer(stream: ChunkStream, leave: Callable[[], None]) -> Callable[[], None]:
+    def close() -> None:
+        stream.cancel()  # a no-op when the stream already ended; stops it when the client left
+        leave()
+
+    return close
+
+
+async def _sse(stream: ChunkStream, model: str, include_usage: bool) -> AsyncIterator[bytes]:
+    cid, created = new_id("chatcmpl"), now()
+
+    def chunk(delta: Delta, reason: str | None = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk(id=cid, created=created, model=model,
+                                   choices=[ChunkChoice(delta=delta, finish_reason=reason)])  # fmt: skip
+
+    reason, prompt, completion = "stop", 0, 0
+    try:
+        yield event(chunk(Delta(role="assistant", content="")))
+        async for c in stream.chunks():
+            if c.text:
+                yield event(chunk(Delta(content=c.text)))
+            reason = c.finish_reason or reason
+            prompt, completion = c.prompt_tokens or prompt, max(completion, c.token_count)
+        yield event(chunk(Delta(), reason))
+        if include_usage:
+            usage = Usage(prompt_tokens=prompt, completion_tokens=completion,
+                          total_tokens=prompt + completion)  # fmt: skip
+            yield event(ChatCompletionChunk(id=cid, created=created, model=model, choices=[],
+                                            usage=usage))  # fmt: skip
+        yield DONE_LINE
+    except ClientGone:
+        return
+    except MlxkError as exc:  # after the 200 was sent: the error travels as an event
+        yield bytes(error_response(exc).body).replace(b"", b"", 0).join([b"data: ", b"\n\n"])

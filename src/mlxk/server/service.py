@@ -1,0 +1,175 @@
+"""What every route shares: the server's state, admission (the bounded queue), model lookup
+through the CLI's own pipeline (ops/run.prepare), and loading through the pool on the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+
+from mlxk.backends.memory import MemoryEstimate, available_bytes, estimate
+from mlxk.backends.platform import PlatformInfo, setup_platform
+from mlxk.backends.select import Inputs, select_backend
+from mlxk.config import Settings
+from mlxk.ops.catalog import build_record
+from mlxk.ops.run import PreparedRun, RunOptions, RunRefused, capable_lister, prepare
+from mlxk.server.engine import Engine
+from mlxk.server.errors import ApiError, QueueFullError
+from mlxk.server.options import ServerOptions
+from mlxk.server.pool import Loaded, ModelKey, ModelPool
+from mlxk.store.resolve import Resolver, is_explicit_path
+from mlxk.types import Backend
+
+log = logging.getLogger("mlxk.server")
+
+
+@dataclass
+class Admission:
+    """At most ``limit`` requests in flight (running or waiting for the engine)."""
+
+    limit: int
+    retry_after: int
+    in_flight: int = 0
+    admitted: int = 0
+    rejected: int = 0
+
+    def enter(self) -> None:
+        if self.in_flight >= self.limit:
+            self.rejected += 1
+            raise QueueFullError(self.retry_after, self.limit)
+        self.in_flight += 1
+        self.admitted += 1
+
+    def leave(self) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    options: ServerOptions
+    platform: PlatformInfo
+    pool: ModelPool
+    engine: Engine
+    admission: Admission
+    pinned: list[PreparedRun] = field(default_factory=list)
+
+
+def build_state(settings: Settings, options: ServerOptions) -> ServerState:
+    plat = setup_platform(settings)  # before anything imports mlx
+    budget = options.memory_budget or available_bytes(plat.device, settings.memory_limit_bytes)
+    pool = ModelPool(budget, options.idle_ttl)
+    engine = Engine(pool, max_batch=options.max_batch)
+    admission = Admission(options.max_queue, options.retry_after)
+    return ServerState(settings, options, plat, pool, engine, admission)
+
+
+def state_of(request: Request) -> ServerState:
+    state: ServerState = request.app.state.mlxk
+    return state
+
+
+# -- finding the model ---------------------------------------------------------------------------
+
+
+def _check_spec(spec: str) -> None:
+    # Clients name models; they do not get to point the server at directories on its disk.
+    if is_explicit_path(spec) or "\\" in spec or "\x00" in spec:
+        raise ApiError(404, f"model '{spec[:96]}' not found (give a model name, not a path)",
+                       param="model", code="model_not_found")  # fmt: skip
+
+
+async def prepare_run(state: ServerState, spec: str, opts: RunOptions) -> PreparedRun:
+    """resolve → probe/health/runtime → select backend: the CLI's pipeline, off the loop."""
+    _check_spec(spec)
+    return await asyncio.to_thread(prepare, state.settings, spec, opts)
+
+
+def _prepare_embeddings(settings: Settings, spec: str) -> PreparedRun:
+    # ops.run.prepare has no "embeddings" input; same steps, with Inputs(embeddings=True).
+    model = Resolver(settings).resolve(spec).model
+    record = build_record(model)
+    label = model.name if model.cached else (model.display_name or model.name)
+    if not record.health.healthy:
+        raise RunRefused(f"Model '{label}' is unhealthy: {record.health.reason}")
+    if not record.runtime.compatible:
+        raise RunRefused(f"Model '{label}' is not compatible: {record.runtime.reason}")
+    inputs = Inputs(embeddings=True)
+    backend = select_backend(label, record.info, inputs, capable_lister(settings))
+    return PreparedRun(label, record, backend)
+
+
+async def prepare_embeddings(state: ServerState, spec: str) -> PreparedRun:
+    _check_spec(spec)
+    return await asyncio.to_thread(_prepare_embeddings, state.settings, spec)
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def memory_estimate(state: ServerState, prep: PreparedRun) -> MemoryEstimate:
+    info = prep.record.info
+    if prep.backend is Backend.MLX_AUDIO:
+        modality = "audio"
+    elif prep.backend is Backend.MLX_VLM:
+        modality = "audio" if "audio" in info.capabilities else "vision"
+        modality = "vision" if "vision" in info.capabilities else modality
+    else:
+        modality = "text"
+    return estimate(prep.record.model.path, info, device=state.platform.device,
+                    modality=modality, override=state.settings.memory_limit_bytes)  # fmt: skip
+
+
+def _loader(state: ServerState, backend: Backend, path: Path) -> Callable[[], Any]:
+    f32 = state.platform.device == "cpu"  # fp16/bf16 compute is slow on MLX's CPU backend
+    if backend is Backend.MLX_LM:
+        from mlxk.backends.text import load_text
+
+        return lambda: load_text(path, float32_activations=f32)
+    if backend is Backend.MLX_VLM:
+        from mlxk.backends.vision import load_vision
+
+        limit = state.settings.max_image_bytes
+        return lambda: load_vision(path, float32_activations=f32, max_image_bytes=limit)
+    if backend is Backend.MLX_AUDIO:
+        from mlxk.backends.speech import load_whisper
+
+        return lambda: load_whisper(path, state.platform)
+    from mlxk.backends.embeddings import load_embeddings
+
+    return lambda: load_embeddings(path)
+
+
+def acquire_now(state: ServerState, prep: PreparedRun, *, pin: bool = False) -> Loaded:
+    """On the engine thread: the loaded model (loaded after the budget check when needed)."""
+    key = ModelKey(prep.backend, prep.record.model.path)
+    est = memory_estimate(state, prep)
+    return state.pool.acquire(key, prep.name, est, _loader(state, prep.backend, key.path), pin=pin)
+
+
+async def acquire(state: ServerState, prep: PreparedRun) -> Loaded:
+    return await state.engine.call(lambda: acquire_now(state, prep))
+
+
+async def release(state: ServerState, entry: Loaded) -> None:
+    await state.engine.call(lambda: state.pool.release(entry))
+
+
+async def run_with_model(state: ServerState, prep: PreparedRun,
+                         work: Callable[[Any], Any]) -> Any:  # fmt: skip
+    """Load if needed and run ``work(runner)`` on the engine thread, holding the model."""
+
+    def job() -> Any:
+        entry = acquire_now(state, prep)
+        try:
+            return work(entry.runner)
+        finally:
+            state.pool.release(entry)
+
+    return await state.engine.call(job)
