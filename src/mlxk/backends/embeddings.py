@@ -47,14 +47,15 @@ class BertConfig:
         if cfg.get("hidden_act", "gelu") not in ("gelu", "gelu_new", "gelu_python"):
             raise GenerationError(f"activation '{cfg.get('hidden_act')}' is not supported")
         return cls(
-            vocab_size=int(cfg["vocab_size"]), hidden_size=int(cfg["hidden_size"]),
+            vocab_size=int(cfg["vocab_size"]),
+            hidden_size=int(cfg["hidden_size"]),
             num_hidden_layers=int(cfg["num_hidden_layers"]),
             num_attention_heads=int(cfg["num_attention_heads"]),
             intermediate_size=int(cfg["intermediate_size"]),
             max_position_embeddings=int(cfg.get("max_position_embeddings", 512)),
             type_vocab_size=int(cfg.get("type_vocab_size", 2)),
             layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-12)),
-        )  # fmt: skip
+        )
 
 
 def _build_encoder(cfg: BertConfig) -> Any:
@@ -235,7 +236,10 @@ def load_embeddings(path: Path) -> EmbeddingRunner:
             raise GenerationError("embedding model has no .safetensors weights")
         weights: dict[str, Any] = {}
         for shard in shards:
-            weights.update(mx.load(str(shard)))
+            loaded = mx.load(str(shard))
+            if not isinstance(loaded, dict):
+                raise GenerationError(f"{shard.name} holds no named tensors")
+            weights.update(loaded)
     except (OSError, ValueError, KeyError) as exc:
         raise GenerationError(f"cannot load embedding model: {exc}") from exc
     model = _build_encoder(cfg)
@@ -246,5 +250,6 @@ def load_embeddings(path: Path) -> EmbeddingRunner:
         raise GenerationError(f"embedding weights do not match a BERT encoder: {exc}") from exc
     mx.eval(model.parameters())
     max_length = min(cfg.max_position_embeddings, 512)
-    return EmbeddingRunner(model, _tokenizer(path, max_length), max_length, _pooling(path),
-                           cfg.hidden_size)  # fmt: skip
+    return EmbeddingRunner(
+        model, _tokenizer(path, max_length), max_length, _pooling(path), cfg.hidden_size
+    )

@@ -281,11 +281,18 @@ def _dims(v: dict[str, np.ndarray]) -> _Dims:
 
 
 def _weight(v: dict[str, np.ndarray], prefix: str) -> np.ndarray:
-    """A linear weight, dequantized when CTranslate2 stored it as int8 with a row scale."""
+    """A weight, dequantized when CTranslate2 stored it as int8 (row scales) or int16 (one
+    scale): CTranslate2 quantizes as ``round(w * scale)``."""
     w = _need(v, f"{prefix}/weight")
-    if w.dtype == np.int8:
+    if w.dtype in (np.int8, np.int16):
         scale = _need(v, f"{prefix}/weight_scale").astype(np.float32)
-        return (w.astype(np.float32) / scale.reshape(-1, 1)).astype(np.float16)
+        if scale.size == 1:
+            scale = scale.reshape(())
+        elif scale.shape[0] == w.shape[0]:
+            scale = scale.reshape(-1, *([1] * (w.ndim - 1)))
+        else:
+            raise ImportFormatError(f"model.bin: {prefix}/weight_scale shape {scale.shape}")
+        return (w.astype(np.float32) / scale).astype(np.float16)
     if not np.issubdtype(w.dtype, np.floating):
         raise ImportFormatError(f"model.bin: {prefix}/weight has unsupported dtype {w.dtype}")
     return w
@@ -346,7 +353,7 @@ def _to_mlx(v: dict[str, np.ndarray], dims: _Dims) -> dict[str, np.ndarray]:
     for i in range(dims.encoder_layers):
         _block(v, f"encoder/layer_{i}", f"encoder.blocks.{i}", out)
     _norm(v, "encoder/layer_norm", "encoder.ln_post", out)
-    out["decoder.token_embedding.weight"] = _need(v, "decoder/embeddings/weight")
+    out["decoder.token_embedding.weight"] = _weight(v, "decoder/embeddings")
     out["decoder.positional_embedding"] = _need(v, "decoder/position_encodings/encodings")
     for i in range(dims.decoder_layers):
         _block(v, f"decoder/layer_{i}", f"decoder.blocks.{i}", out)

@@ -340,7 +340,7 @@ def _get_from(
             if offset < 0:
                 return
         with open(partial, "ab" if offset else "wb", buffering=0) as fh:
-            for chunk in resp.iter_raw(CHUNK):
+            for chunk in resp.iter_bytes():  # as it arrives: a cut loses nothing buffered
                 _write_all(fh, chunk)
                 tally.add(len(chunk), network=True)
                 if fh.tell() > rf.size:

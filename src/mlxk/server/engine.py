@@ -166,8 +166,13 @@ class Engine:
         """Stream a text model's answer into ``sink``; the engine releases ``entry`` after."""
         self._submit(_TextJob(entry, ids, sampling, sink))
 
-    def stream(self, entry: Loaded, start: Callable[[], Iterator[GenerationChunk]],
-               stop: tuple[str, ...], sink: Sink) -> None:  # fmt: skip
+    def stream(
+        self,
+        entry: Loaded,
+        start: Callable[[], Iterator[GenerationChunk]],
+        stop: tuple[str, ...],
+        sink: Sink,
+    ) -> None:
         """Stream chunks of ``start()`` (called on the engine thread) into ``sink``."""
         self._submit(_IterJob(entry, start, stop, sink))
 
@@ -252,21 +257,29 @@ class Engine:
         key = job.entry.key
         batch = self._batches.get(key)
         if batch is None:
-            gen = BatchGenerator(runner.model, completion_batch_size=self.max_batch,
-                                 prefill_batch_size=min(8, self.max_batch), stream=self._stream)  # fmt: skip
+            gen = BatchGenerator(
+                runner.model,
+                completion_batch_size=self.max_batch,
+                prefill_batch_size=min(8, self.max_batch),
+                stream=self._stream,
+            )
             batch = self._batches[key] = _Batch(job.entry, gen)
         s = job.sampling
         processors = make_logits_processors(
-            repetition_penalty=s.repetition_penalty, presence_penalty=s.presence_penalty,
+            repetition_penalty=s.repetition_penalty,
+            presence_penalty=s.presence_penalty,
             frequency_penalty=s.frequency_penalty,
-        )  # fmt: skip
+        )
         (uid,) = batch.gen.insert(
-            [job.ids], max_tokens=[s.max_tokens],
+            [job.ids],
+            max_tokens=[s.max_tokens],
             samplers=[make_sampler(temp=s.temperature, top_p=s.top_p)],
             logits_processors=[processors],
             stop_sequences=[StopSequences([(t,) for t in runner.eos_token_ids])],
-        )  # fmt: skip
-        batch.seqs[uid] = _Seq(job, runner.tokenizer.detokenizer, _StopStrings(s.stop), len(job.ids))
+        )
+        batch.seqs[uid] = _Seq(
+            job, runner.tokenizer.detokenizer, _StopStrings(s.stop), len(job.ids)
+        )
 
     def _step_batch(self, key: Any) -> None:
         batch = self._batches[key]

@@ -67,9 +67,11 @@ class ApiError(MlxkError):
 class QueueFullError(ApiError):
     def __init__(self, retry_after: int, max_queue: int) -> None:
         super().__init__(
-            503, f"the server is busy ({max_queue} requests in flight); retry later",
-            code="queue_full", headers={"Retry-After": str(retry_after)},
-        )  # fmt: skip
+            503,
+            f"the server is busy ({max_queue} requests in flight); retry later",
+            code="queue_full",
+            headers={"Retry-After": str(retry_after)},
+        )
 
 
 def bad_param(param: str, message: str) -> ApiError:
@@ -107,8 +109,13 @@ def _basename(path: str) -> str:
     return f"…/{tail}" if tail else "<path>"
 
 
-def error_body(status: int, message: str, type_: str | None = None, param: str | None = None,
-               code: str | int | None = None) -> dict[str, Any]:  # fmt: skip
+def error_body(
+    status: int,
+    message: str,
+    type_: str | None = None,
+    param: str | None = None,
+    code: str | int | None = None,
+) -> dict[str, Any]:
     return {
         "error": {
             "message": scrub(message),

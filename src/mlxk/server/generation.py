@@ -89,21 +89,29 @@ def token_budget(prompt_tokens: int, context: int, requested: int | None, ceilin
     """max_tokens for this request; refuses a prompt + max_tokens beyond the context."""
     room = context - prompt_tokens
     if room <= 0:
-        raise bad_param("messages", f"the prompt is {prompt_tokens} tokens; the model's context "
-                        f"length is {context} tokens")  # fmt: skip
+        raise bad_param(
+            "messages",
+            f"the prompt is {prompt_tokens} tokens; the model's context length is {context} tokens",
+        )
     if requested is not None and requested > room:
-        raise bad_param("max_tokens", f"prompt ({prompt_tokens} tokens) + max_tokens ({requested})"
-                        f" exceeds the model's context length of {context} tokens")  # fmt: skip
+        raise bad_param(
+            "max_tokens",
+            f"prompt ({prompt_tokens} tokens) + max_tokens ({requested})"
+            f" exceeds the model's context length of {context} tokens",
+        )
     return min(requested or room, room, ceiling)
 
 
 def _sampling(p: GenParams, max_tokens: int) -> Sampling:
     return Sampling(
-        max_tokens=max_tokens, temperature=TEXT_TEMPERATURE if p.temperature is None
-        else p.temperature, top_p=1.0 if p.top_p is None else p.top_p,
-        repetition_penalty=p.repetition_penalty, presence_penalty=p.presence_penalty,
-        frequency_penalty=p.frequency_penalty, stop=p.stop,
-    )  # fmt: skip
+        max_tokens=max_tokens,
+        temperature=TEXT_TEMPERATURE if p.temperature is None else p.temperature,
+        top_p=1.0 if p.top_p is None else p.top_p,
+        repetition_penalty=p.repetition_penalty,
+        presence_penalty=p.presence_penalty,
+        frequency_penalty=p.frequency_penalty,
+        stop=p.stop,
+    )
 
 
 async def _start_text(state: ServerState, prep: PreparedRun, p: GenParams) -> Sink:
@@ -113,8 +121,9 @@ async def _start_text(state: ServerState, prep: PreparedRun, p: GenParams) -> Si
         entry = acquire_now(state, prep)
         try:
             runner = entry.runner
-            ids = runner.encode_prompt(p.messages, prompt=p.prompt,
-                                       use_chat_template=p.messages is not None)  # fmt: skip
+            ids = runner.encode_prompt(
+                p.messages, prompt=p.prompt, use_chat_template=p.messages is not None
+            )
             limit = token_budget(len(ids), runner.context_length, p.max_tokens, opts.max_tokens)
             return entry, ids, limit
         except BaseException:
@@ -127,18 +136,24 @@ async def _start_text(state: ServerState, prep: PreparedRun, p: GenParams) -> Si
     return sink
 
 
-async def _start_vision(state: ServerState, prep: PreparedRun, p: GenParams,
-                        images: list[Any], clips: list[Any]) -> Sink:  # fmt: skip
+async def _start_vision(
+    state: ServerState, prep: PreparedRun, p: GenParams, images: list[Any], clips: list[Any]
+) -> Sink:
     entry = await acquire(state, prep)
     ceiling = min(p.max_tokens or 512, state.options.max_tokens)
     runner = entry.runner
 
     def start() -> Any:
         return runner.stream(
-            p.prompt if p.messages is None else None, images=images, audio=clips,
-            messages=p.messages, max_tokens=ceiling, temperature=p.temperature,
-            top_p=1.0 if p.top_p is None else p.top_p, repetition_penalty=p.repetition_penalty,
-        )  # fmt: skip
+            p.prompt if p.messages is None else None,
+            images=images,
+            audio=clips,
+            messages=p.messages,
+            max_tokens=ceiling,
+            temperature=p.temperature,
+            top_p=1.0 if p.top_p is None else p.top_p,
+            repetition_penalty=p.repetition_penalty,
+        )
 
     sink = Sink(asyncio.get_running_loop())
     state.engine.stream(entry, start, p.stop, sink)
@@ -153,13 +168,20 @@ async def _transcribe_clips(state: ServerState, prep: PreparedRun, clips: list[A
     return text
 
 
-async def start(state: ServerState, request: Request, prep: PreparedRun, p: GenParams,
-                images: list[Any], clips: list[Any]) -> ChunkStream:  # fmt: skip
+async def start(
+    state: ServerState,
+    request: Request,
+    prep: PreparedRun,
+    p: GenParams,
+    images: list[Any],
+    clips: list[Any],
+) -> ChunkStream:
     """Start generating and wait for the first chunk (errors raise here, before any byte)."""
     if prep.backend is Backend.MLX_AUDIO:
         if not clips:
-            raise ApiError(400, f"model '{prep.name}' is a speech model: send input_audio",
-                           param="messages")  # fmt: skip
+            raise ApiError(
+                400, f"model '{prep.name}' is a speech model: send input_audio", param="messages"
+            )
         text = await _transcribe_clips(state, prep, clips)
         return ChunkStream(GenerationChunk(text, 0, "stop", 0), None, request)
     if prep.backend is Backend.MLX_VLM:

@@ -52,8 +52,10 @@ def _image_bytes(part: ImagePart, limit: int, index: int) -> bytes:
     url = part.image_url.url
     param = f"image_url[{index}].url"
     if not url[:5].lower() == "data:":
-        raise bad_param(param, f"{param}: only data: URLs are accepted (the server fetches "
-                               "nothing from the network)")  # fmt: skip
+        raise bad_param(
+            param,
+            f"{param}: only data: URLs are accepted (the server fetches nothing from the network)",
+        )
     mime, data = decode_data_url(url, max_bytes=limit)
     if not mime.startswith("image/"):
         raise bad_param(param, f"{param}: data URL type '{mime[:40]}' is not an image")
@@ -62,13 +64,16 @@ def _image_bytes(part: ImagePart, limit: int, index: int) -> bytes:
     return data
 
 
-def split_chat(messages: list[ChatMessage], settings: Settings,
-               options: ServerOptions) -> ChatInputs:  # fmt: skip
+def split_chat(
+    messages: list[ChatMessage], settings: Settings, options: ServerOptions
+) -> ChatInputs:
     """Text per message; media parts collected in order. Cheap checks only (no decoding)."""
     out = ChatInputs([])
     for msg in messages:
         texts: list[str] = []
-        parts: list[Any] = [] if msg.content is None or isinstance(msg.content, str) else msg.content
+        parts: list[Any] = (
+            [] if msg.content is None or isinstance(msg.content, str) else msg.content
+        )
         if isinstance(msg.content, str):
             texts.append(msg.content)
         for part in parts:
@@ -76,30 +81,43 @@ def split_chat(messages: list[ChatMessage], settings: Settings,
                 texts.append(part.text)
             elif isinstance(part, ImagePart):
                 out.image_bytes.append(
-                    _image_bytes(part, settings.max_image_bytes, len(out.image_bytes)))
+                    _image_bytes(part, settings.max_image_bytes, len(out.image_bytes))
+                )
             elif isinstance(part, AudioPart):
                 fmt = part.input_audio.format.lower()
                 if fmt not in AUDIO_FORMATS:
-                    raise bad_param("input_audio.format", f"unsupported audio format '{fmt[:16]}'"
-                                    f" (use one of: {', '.join(AUDIO_FORMATS)})")  # fmt: skip
+                    raise bad_param(
+                        "input_audio.format",
+                        f"unsupported audio format '{fmt[:16]}'"
+                        f" (use one of: {', '.join(AUDIO_FORMATS)})",
+                    )
                 out.audio_bytes.append(
-                    _b64_audio(part.input_audio.data, settings.max_audio_bytes,
-                               len(out.audio_bytes)))  # fmt: skip
+                    _b64_audio(
+                        part.input_audio.data, settings.max_audio_bytes, len(out.audio_bytes)
+                    )
+                )
         out.messages.append({"role": msg.role, "content": "\n".join(texts)})
     if len(out.image_bytes) + len(out.audio_bytes) > options.max_inputs_per_request:
-        raise bad_param("messages", f"at most {options.max_inputs_per_request} images and audio "
-                                    "clips per request")  # fmt: skip
+        raise bad_param(
+            "messages",
+            f"at most {options.max_inputs_per_request} images and audio clips per request",
+        )
     return out
 
 
-async def decode_images(data: list[bytes], settings: Settings,
-                        options: ServerOptions) -> list[LoadedImage]:  # fmt: skip
+async def decode_images(
+    data: list[bytes], settings: Settings, options: ServerOptions
+) -> list[LoadedImage]:
     def work() -> list[LoadedImage]:
         return [
-            load_image(d, max_bytes=settings.max_image_bytes, max_pixels=options.max_image_pixels,
-                       name=f"image {i + 1}")
+            load_image(
+                d,
+                max_bytes=settings.max_image_bytes,
+                max_pixels=options.max_image_pixels,
+                name=f"image {i + 1}",
+            )
             for i, d in enumerate(data)
-        ]  # fmt: skip
+        ]
 
     images = await asyncio.to_thread(work)
     for img in images:
@@ -112,8 +130,13 @@ async def decode_audio(source: Any, settings: Settings, name: str) -> np.ndarray
     """16 kHz mono float32 samples; MediaError (400) / MediaTooLargeError (413) on bad input."""
 
     def work() -> np.ndarray:
-        clip = load_audio(source, target_rate=AUDIO_RATE, max_bytes=settings.max_audio_bytes,
-                          max_seconds=settings.max_audio_seconds, name=name)  # fmt: skip
+        clip = load_audio(
+            source,
+            target_rate=AUDIO_RATE,
+            max_bytes=settings.max_audio_bytes,
+            max_seconds=settings.max_audio_seconds,
+            name=name,
+        )
         if clip.samples.size == 0:
             raise MediaError(f"{name}: the audio has no samples")
         return clip.samples

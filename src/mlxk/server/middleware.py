@@ -37,8 +37,14 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def send_error(send: Send, status: int, message: str, *, code: str | None = None,
-                     headers: dict[str, str] | None = None) -> None:  # fmt: skip
+async def send_error(
+    send: Send,
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> None:
     body = json.dumps(error_body(status, message, code=code)).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
@@ -116,8 +122,13 @@ class ApiKey:
         scheme, _, token = auth.partition(" ")
         given = token.strip().encode() if scheme.lower() == "bearer" else b""
         if not hmac.compare_digest(given, self.key):
-            await send_error(send, 401, "missing or invalid API key (Authorization: Bearer KEY)",
-                             code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            await send_error(
+                send,
+                401,
+                "missing or invalid API key (Authorization: Bearer KEY)",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
             return
         await self.app(scope, receive, send)
 

@@ -1,4 +1,4 @@
-"""ServerOptions: what `mlxk serve` was asked for (flags), separate from the env-derived Settings."""
+"""ServerOptions: what `mlxk serve` was asked for (its flags); Settings hold the env."""
 
 from __future__ import annotations
 

@@ -45,8 +45,9 @@ class Loaded:
 
 
 class ModelPool:
-    def __init__(self, budget_bytes: int, idle_ttl: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self, budget_bytes: int, idle_ttl: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.budget = budget_bytes
         self.idle_ttl = idle_ttl
         self._clock = clock
@@ -63,11 +64,16 @@ class ModelPool:
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
             return [
-                {"id": m.name, "backend": m.key.backend.value, "pinned": m.pinned,
-                 "in_use": m.users, "reserved_bytes": m.needed_bytes,
-                 "idle_s": round(self._clock() - m.last_used, 1)}
+                {
+                    "id": m.name,
+                    "backend": m.key.backend.value,
+                    "pinned": m.pinned,
+                    "in_use": m.users,
+                    "reserved_bytes": m.needed_bytes,
+                    "idle_s": round(self._clock() - m.last_used, 1),
+                }
                 for m in self._models.values()
-            ]  # fmt: skip
+            ]
 
     def loaded_names(self) -> dict[str, bool]:
         """Loaded model names → pinned."""
@@ -76,8 +82,15 @@ class ModelPool:
 
     # -- engine thread -----------------------------------------------------------------------
 
-    def acquire(self, key: ModelKey, name: str, est: MemoryEstimate, load: Callable[[], Any],
-                *, pin: bool = False) -> Loaded:  # fmt: skip
+    def acquire(
+        self,
+        key: ModelKey,
+        name: str,
+        est: MemoryEstimate,
+        load: Callable[[], Any],
+        *,
+        pin: bool = False,
+    ) -> Loaded:
         """The loaded model for ``key`` with one more user; loads it (after making room)."""
         entry = self._models.get(key)
         if entry is None:
@@ -86,8 +99,9 @@ class ModelPool:
             entry = Loaded(key, name, runner, est.needed_bytes, pin)
             with self._lock:
                 self._models[key] = entry
-            log.info("loaded %s (%s, %.2f GB reserved)", name, key.backend.value,
-                     est.needed_bytes / GB)  # fmt: skip
+            log.info(
+                "loaded %s (%s, %.2f GB reserved)", name, key.backend.value, est.needed_bytes / GB
+            )
         entry.pinned = entry.pinned or pin
         entry.users += 1
         entry.last_used = self._clock()
@@ -102,8 +116,11 @@ class ModelPool:
         if self.idle_ttl <= 0:
             return []
         now = self._clock()
-        stale = [m for m in self._models.values()
-                 if not m.pinned and m.users == 0 and now - m.last_used > self.idle_ttl]  # fmt: skip
+        stale = [
+            m
+            for m in self._models.values()
+            if not m.pinned and m.users == 0 and now - m.last_used > self.idle_ttl
+        ]
         for m in stale:
             self._unload(m)
         return [m.name for m in stale]
@@ -117,8 +134,9 @@ class ModelPool:
         available = self.budget - sum(m.needed_bytes for m in kept)
         if est.needed_bytes > available:
             raise _refusal(name, est, available, self.budget, kept)
-        evictable = sorted((m for m in self._models.values() if m not in kept),
-                           key=lambda m: m.last_used)  # fmt: skip
+        evictable = sorted(
+            (m for m in self._models.values() if m not in kept), key=lambda m: m.last_used
+        )
         used = sum(m.needed_bytes for m in self._models.values())
         for m in evictable:
             if used + est.needed_bytes <= self.budget:
@@ -139,8 +157,9 @@ class ModelPool:
         log.info("unloaded %s", entry.name)
 
 
-def _refusal(name: str, est: MemoryEstimate, available: int, budget: int,
-             kept: list[Loaded]) -> MemoryGateError:  # fmt: skip
+def _refusal(
+    name: str, est: MemoryEstimate, available: int, budget: int, kept: list[Loaded]
+) -> MemoryGateError:
     held = f"; loaded and busy or pinned: {', '.join(m.name for m in kept)}" if kept else ""
     return MemoryGateError(
         f"Model '{name}' needs about {est.needed_bytes / GB:.2f} GB "

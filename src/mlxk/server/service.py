@@ -81,8 +81,12 @@ def state_of(request: Request) -> ServerState:
 def _check_spec(spec: str) -> None:
     # Clients name models; they do not get to point the server at directories on its disk.
     if is_explicit_path(spec) or "\\" in spec or "\x00" in spec:
-        raise ApiError(404, f"model '{spec[:96]}' not found (give a model name, not a path)",
-                       param="model", code="model_not_found")  # fmt: skip
+        raise ApiError(
+            404,
+            f"model '{spec[:96]}' not found (give a model name, not a path)",
+            param="model",
+            code="model_not_found",
+        )
 
 
 async def prepare_run(state: ServerState, spec: str, opts: RunOptions) -> PreparedRun:
@@ -105,6 +109,15 @@ def _prepare_embeddings(settings: Settings, spec: str) -> PreparedRun:
     return PreparedRun(label, record, backend)
 
 
+def prepare_any(settings: Settings, spec: str) -> PreparedRun:
+    """For --model: the backend the model's own kind calls for (speech, embeddings, text)."""
+    info = build_record(Resolver(settings).resolve(spec).model).info
+    if info.model_type == "embedding":
+        return _prepare_embeddings(settings, spec)
+    audio = (b"",) if info.model_type == "audio" else ()
+    return prepare(settings, spec, RunOptions(audio=audio))
+
+
 async def prepare_embeddings(state: ServerState, spec: str) -> PreparedRun:
     _check_spec(spec)
     return await asyncio.to_thread(_prepare_embeddings, state.settings, spec)
@@ -122,8 +135,13 @@ def memory_estimate(state: ServerState, prep: PreparedRun) -> MemoryEstimate:
         modality = "vision" if "vision" in info.capabilities else modality
     else:
         modality = "text"
-    return estimate(prep.record.model.path, info, device=state.platform.device,
-                    modality=modality, override=state.settings.memory_limit_bytes)  # fmt: skip
+    return estimate(
+        prep.record.model.path,
+        info,
+        device=state.platform.device,
+        modality=modality,
+        override=state.settings.memory_limit_bytes,
+    )
 
 
 def _loader(state: ServerState, backend: Backend, path: Path) -> Callable[[], Any]:
@@ -161,8 +179,7 @@ async def release(state: ServerState, entry: Loaded) -> None:
     await state.engine.call(lambda: state.pool.release(entry))
 
 
-async def run_with_model(state: ServerState, prep: PreparedRun,
-                         work: Callable[[Any], Any]) -> Any:  # fmt: skip
+async def run_with_model(state: ServerState, prep: PreparedRun, work: Callable[[Any], Any]) -> Any:
     """Load if needed and run ``work(runner)`` on the engine thread, holding the model."""
 
     def job() -> Any:

@@ -11,7 +11,7 @@ from mlxk.errors import MlxkError
 from mlxk.ops.run import RunOptions
 from mlxk.server.errors import bad_param, error_response
 from mlxk.server.generation import ChunkStream, ClientGone, GenParams, collect, start
-from mlxk.server.media import decode_audio, decode_images, split_chat
+from mlxk.server.media import ChatInputs, decode_audio, decode_images, split_chat
 from mlxk.server.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -59,30 +59,38 @@ async def chat_completions(req: ChatCompletionRequest, request: Request) -> Resp
     finally:
         leave()
     answer = ChatCompletion(
-        id=new_id("chatcmpl"), created=now(), model=req.model,
+        id=new_id("chatcmpl"),
+        created=now(),
+        model=req.model,
         choices=[ChatChoice(message=AssistantMessage(content=text), finish_reason=reason)],
-        usage=Usage(prompt_tokens=prompt, completion_tokens=completion,
-                    total_tokens=prompt + completion),
-    )  # fmt: skip
+        usage=Usage(
+            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+        ),
+    )
     return JSONResponse(answer.model_dump(mode="json"))
 
 
-async def _start(state: ServerState, request: Request, req: ChatCompletionRequest,
-                 inputs: object) -> ChunkStream:  # fmt: skip
-    from mlxk.server.media import ChatInputs
-
-    assert isinstance(inputs, ChatInputs)
+async def _start(
+    state: ServerState, request: Request, req: ChatCompletionRequest, inputs: ChatInputs
+) -> ChunkStream:
     run = RunOptions(images=tuple(inputs.image_bytes), audio=tuple(inputs.audio_bytes))
     prep = await prepare_run(state, req.model, run)
     images = await decode_images(inputs.image_bytes, state.settings, state.options)
-    clips = [await decode_audio(b, state.settings, f"input_audio {i + 1}")
-             for i, b in enumerate(inputs.audio_bytes)]  # fmt: skip
+    clips = [
+        await decode_audio(b, state.settings, f"input_audio {i + 1}")
+        for i, b in enumerate(inputs.audio_bytes)
+    ]
     params = GenParams(
-        messages=inputs.messages, prompt=None,
-        max_tokens=req.max_completion_tokens or req.max_tokens, temperature=req.temperature,
-        top_p=req.top_p, stop=req.stop_list(), repetition_penalty=req.repetition_penalty,
-        presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
-    )  # fmt: skip
+        messages=inputs.messages,
+        prompt=None,
+        max_tokens=req.max_completion_tokens or req.max_tokens,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        stop=req.stop_list(),
+        repetition_penalty=req.repetition_penalty,
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
+    )
     return await start(state, request, prep, params, images, clips)
 
 
@@ -98,8 +106,12 @@ async def _sse(stream: ChunkStream, model: str, include_usage: bool) -> AsyncIte
     cid, created = new_id("chatcmpl"), now()
 
     def chunk(delta: Delta, reason: str | None = None) -> ChatCompletionChunk:
-        return ChatCompletionChunk(id=cid, created=created, model=model,
-                                   choices=[ChunkChoice(delta=delta, finish_reason=reason)])  # fmt: skip
+        return ChatCompletionChunk(
+            id=cid,
+            created=created,
+            model=model,
+            choices=[ChunkChoice(delta=delta, finish_reason=reason)],
+        )
 
     reason, prompt, completion = "stop", 0, 0
     try:
@@ -111,12 +123,14 @@ async def _sse(stream: ChunkStream, model: str, include_usage: bool) -> AsyncIte
             prompt, completion = c.prompt_tokens or prompt, max(completion, c.token_count)
         yield event(chunk(Delta(), reason))
         if include_usage:
-            usage = Usage(prompt_tokens=prompt, completion_tokens=completion,
-                          total_tokens=prompt + completion)  # fmt: skip
-            yield event(ChatCompletionChunk(id=cid, created=created, model=model, choices=[],
-                                            usage=usage))  # fmt: skip
+            usage = Usage(
+                prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+            )
+            yield event(
+                ChatCompletionChunk(id=cid, created=created, model=model, choices=[], usage=usage)
+            )
         yield DONE_LINE
     except ClientGone:
         return
     except MlxkError as exc:  # after the 200 was sent: the error travels as an event
-        yield bytes(error_response(exc).body).replace(b"", b"", 0).join([b"data: ", b"\n\n"])
+        yield b"data: " + bytes(error_response(exc).body) + b"\n\n"

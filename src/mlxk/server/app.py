@@ -1,0 +1,110 @@
+"""The FastAPI app factory and `serve` (uvicorn)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from mlxk import __version__
+from mlxk.config import Settings
+from mlxk.ops.run import PreparedRun
+from mlxk.server.errors import install_handlers
+from mlxk.server.middleware import ApiKey, BodyLimit, HostCheck, RequestId
+from mlxk.server.options import (
+    DEFAULT_CORS_REGEX,
+    ServerOptions,
+    check_bind,
+    max_request_bytes,
+    validate,
+)
+from mlxk.server.routes import audio, chat, completions, embeddings, health, models
+from mlxk.server.service import ServerState, acquire_now, build_state, prepare_any
+
+log = logging.getLogger("mlxk.server")
+
+
+def _lifespan(state: ServerState) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state.engine.start()
+        for prep in state.pinned:  # --model: loaded before the first request, never evicted
+            await state.engine.call(partial(acquire_now, state, prep, pin=True))
+            log.info("pinned %s", prep.name)
+        try:
+            yield
+        finally:
+            state.engine.stop()
+
+    return lifespan
+
+
+def create_app(
+    settings: Settings, options: ServerOptions, pinned: list[PreparedRun] | None = None
+) -> FastAPI:
+    """Build the app; nothing is loaded until the lifespan starts (pinned models first)."""
+    state = build_state(settings, options)
+    state.pinned = list(pinned or [])
+    app = FastAPI(
+        title="mlxk",
+        version=__version__,
+        lifespan=_lifespan(state),
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.mlxk = state
+    install_handlers(app)
+    for module in (health, models, chat, completions, audio, embeddings):
+        app.include_router(module.router)
+    # add_middleware wraps: the last added is the outermost.
+    app.add_middleware(BodyLimit, limit=max_request_bytes(settings))
+    app.add_middleware(ApiKey, key=options.api_key)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(options.cors_origins),
+        allow_origin_regex=None if options.cors_origins else DEFAULT_CORS_REGEX,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=["X-Request-ID", "Retry-After"],
+    )
+    app.add_middleware(HostCheck, allowed=options.host_allowlist())
+    app.add_middleware(RequestId)
+    return app
+
+
+def prepare_pinned(settings: Settings, options: ServerOptions) -> list[PreparedRun]:
+    """Resolve every --model before binding: a typo fails now, not at the first request."""
+    return [prepare_any(settings, spec) for spec in options.models]
+
+
+def serve(settings: Settings, options: ServerOptions) -> int:
+    """Run until SIGINT/SIGTERM; uvicorn stops accepting, in-flight work gets
+    ``graceful_timeout`` seconds, then the engine cancels the rest and unloads."""
+    import uvicorn
+
+    validate(options)
+    warning = check_bind(options)
+    if warning:
+        sys.stderr.write(warning + "\n")
+    logging.basicConfig(
+        level=options.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(settings, options, prepare_pinned(settings, options))
+    config = uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        log_level=options.log_level,
+        timeout_graceful_shutdown=max(1, round(options.graceful_timeout)),
+        server_header=False,
+        proxy_headers=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
