@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import run_cli
 from tests.helpers.hfcache import make_cache_repo, small_llama_files
 

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tests.helpers.hfcache import build_many
 
 HEAVY = ("mlx_lm", "mlx_vlm", "mlx_audio", "transformers", "mlx", "torch")

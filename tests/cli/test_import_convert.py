@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import SITE, RealModels, run_cli
 from tests.helpers.hfcache import make_cache_repo, small_llama_files
 

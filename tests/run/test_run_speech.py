@@ -10,7 +10,6 @@ from pathlib import Path
 
 import jiwer
 import pytest
-
 from tests.conftest import RealModels, run_cli
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "speech"

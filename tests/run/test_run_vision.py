@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 from PIL import Image
-
 from tests.conftest import RealModels, run_cli
 from tests.helpers.tinyvlm import make_tiny_gemma4_omni, make_tiny_qwen2_vl
 
@@ -30,7 +29,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("media")
     img = d / "red.png"
     Image.new("RGB", (64, 48), (200, 30, 30)).save(img)
-    t = np.arange(int(16000 * 70)) / 16000
+    t = np.arange(16000 * 70) / 16000
     long_wav = d / "long70.wav"
     sf.write(long_wav, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
     short_wav = d / "short.wav"

@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+from tests.helpers.hfcache import make_cache_repo, make_workspace, small_llama_files
 
 from mlxk.config import Settings
 from mlxk.errors import AmbiguousMatchError, HashNotFoundError, ModelNotFoundError
 from mlxk.store.resolve import Resolver
-from tests.helpers.hfcache import make_cache_repo, make_workspace, small_llama_files
 
 C1 = "1" * 40
 C2 = "2" * 40

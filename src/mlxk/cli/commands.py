@@ -109,7 +109,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> CommandResult:
         res = type(res)(res.record, res.files, res.config, hash_updated=True)
     cfg = ModelFiles.read(res.record.model.path).config if res.record.model.path.is_dir() else None
     data = show_object(res, cfg)
-    return CommandResult(data, lambda: [out(line) for line in show_lines(data)] and None)
+    return CommandResult(data, lambda: out("\n".join(show_lines(data))))
 
 
 def _health_args(p: argparse.ArgumentParser) -> None:

@@ -103,7 +103,7 @@ def _run_mode(
         assert bits is not None
         return engine.quantize_model(src, out, bits=bits, group_size=group)
     assert dtype is not None
-    engine.cast_model(src, out, dtype=dtype)  # type: ignore[arg-type]
+    engine.cast_model(src, out, dtype=dtype)
     return None
 
 

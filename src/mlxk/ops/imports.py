@@ -88,7 +88,7 @@ def _run_importer(
         if extra_parts:
             raise ValidationError("--part applies to split CTranslate2 model.bin files only")
         g = import_gguf(src, out, quantize=quantize, q_group_size=q_group_size, progress=progress)
-        details = {
+        details: dict[str, object] = {
             "architecture": g.architecture,
             "source_quantization": g.source_quantization,
             "dtype": g.dtype,
@@ -102,8 +102,12 @@ def _run_importer(
     if quantize is not None:
         raise ValidationError("--quantize applies to GGUF imports only")
     w = import_ct2_whisper(src, out, extra_parts=list(extra_parts), progress=progress)
-    details = {"multilingual": w.multilingual, "layers": list(w.layers), "source": w.source}
-    return w.name, w.sha256, details
+    info: dict[str, object] = {
+        "multilingual": w.multilingual,
+        "layers": list(w.layers),
+        "source": w.source,
+    }
+    return w.name, w.sha256, info
 
 
 def _write_import_sentinel(
