@@ -704,7 +704,7 @@ def _shards_complete(weights: list[LocalFile]) -> bool | None:
     for w in weights:
         m = SHARD_RE.match(w.path.rsplit("/", 1)[-1])
         if m:
-            total, got = seen.setdefault(m["stem"], (int(m["n"]), set()))
+            _total, got = seen.setdefault(m["stem"], (int(m["n"]), set()))
             got.add(int(m["i"]))
     if not seen:
         return None
