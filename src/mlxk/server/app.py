@@ -34,7 +34,7 @@ def _lifespan(state: ServerState) -> Callable[[FastAPI], AbstractAsyncContextMan
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         state.engine.start()
         for prep in state.pinned:  # --model: loaded before the first request, never evicted
-            await state.engine.call(partial(acquire_now, state, prep, pin=True))
+            await state.engine.call(partial(_pin, state, prep))
             log.info("pinned %s", prep.name)
         try:
             yield
@@ -42,6 +42,11 @@ def _lifespan(state: ServerState) -> Callable[[FastAPI], AbstractAsyncContextMan
             state.engine.stop()
 
     return lifespan
+
+
+def _pin(state: ServerState, prep: PreparedRun) -> None:
+    # Loaded and pinned; no request holds it, so it does not count as "in use".
+    state.pool.release(acquire_now(state, prep, pin=True))
 
 
 def create_app(

@@ -8,7 +8,7 @@ image) still gets its honest status instead of a 200 followed by an error event.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from mlxk.server.service import ServerState, acquire, acquire_now, run_with_mode
 from mlxk.types import Backend, GenerationChunk
 
 _POLL_S = 0.5  # how often a waiting request checks whether its client is still there
+CLIENT_GONE = 499  # nginx's "client closed request": nobody reads it, access logs do
 
 
 @dataclass(frozen=True)
@@ -214,3 +215,14 @@ async def collect(stream: ChunkStream) -> tuple[str, str, int, int]:
         prompt = chunk.prompt_tokens or prompt
         completion = max(completion, chunk.token_count)
     return "".join(parts), reason, prompt, completion
+
+
+def closer(stream: ChunkStream, leave: Callable[[], None]) -> Callable[[], None]:
+    """What a streamed response runs at its end: stop the work (a no-op when it finished)
+    and give the queue slot back."""
+
+    def close() -> None:
+        stream.cancel()
+        leave()
+
+    return close

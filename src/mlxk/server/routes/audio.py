@@ -17,7 +17,7 @@ from mlxk.server.media import decode_audio
 from mlxk.server.protocol import TextDelta, TextDone, TranscriptFormat, TranscriptionJson
 from mlxk.server.routes import ERRORS
 from mlxk.server.service import ServerState, prepare_run, run_with_model, state_of
-from mlxk.server.sse import DONE_LINE, EventStreamResponse, event, once
+from mlxk.server.sse import EventStreamResponse, event, once
 from mlxk.types import Backend, Transcript
 
 router = APIRouter()
@@ -89,8 +89,7 @@ async def _deltas(t: Transcript) -> AsyncIterator[bytes]:
     for i, text in enumerate(pieces):
         if text:
             yield event(TextDelta(delta=text, segment_id=f"seg_{i}"))
-    yield event(TextDone(text=t.text.strip()))
-    yield DONE_LINE
+    yield event(TextDone(text=t.text.strip()))  # OpenAI ends transcript streams here: no [DONE]
 
 
 async def _handle(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -10,7 +11,15 @@ from fastapi.responses import JSONResponse
 from mlxk.errors import MlxkError
 from mlxk.ops.run import RunOptions
 from mlxk.server.errors import bad_param, error_response
-from mlxk.server.generation import ChunkStream, ClientGone, GenParams, collect, start
+from mlxk.server.generation import (
+    CLIENT_GONE,
+    ChunkStream,
+    ClientGone,
+    GenParams,
+    closer,
+    collect,
+    start,
+)
 from mlxk.server.media import ChatInputs, decode_audio, decode_images, split_chat
 from mlxk.server.protocol import (
     AssistantMessage,
@@ -29,7 +38,6 @@ from mlxk.server.service import ServerState, prepare_run, state_of
 from mlxk.server.sse import DONE_LINE, EventStreamResponse, event, once
 
 router = APIRouter()
-CLIENT_GONE = 499  # nginx's "client closed request": nobody reads it, logs do
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERRORS)
@@ -51,7 +59,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request) -> Resp
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         body = _sse(stream, req.model, include_usage)
-        return EventStreamResponse(body, _closer(stream, leave))
+        return EventStreamResponse(body, closer(stream, leave))
     try:
         text, reason, prompt, completion = await collect(stream)
     except ClientGone:
@@ -94,24 +102,21 @@ async def _start(
     return await start(state, request, prep, params, images, clips)
 
 
-def _closer(stream: ChunkStream, leave: Callable[[], None]) -> Callable[[], None]:
-    def close() -> None:
-        stream.cancel()  # a no-op when the stream already ended; stops it when the client left
-        leave()
-
-    return close
-
-
 async def _sse(stream: ChunkStream, model: str, include_usage: bool) -> AsyncIterator[bytes]:
     cid, created = new_id("chatcmpl"), now()
 
-    def chunk(delta: Delta, reason: str | None = None) -> ChatCompletionChunk:
-        return ChatCompletionChunk(
+    def chunk(delta: Delta, reason: str | None = None) -> dict[str, Any]:
+        body = ChatCompletionChunk(
             id=cid,
             created=created,
             model=model,
             choices=[ChunkChoice(delta=delta, finish_reason=reason)],
-        )
+        ).model_dump(mode="json")
+        # OpenAI leaves unset delta fields out, and sends "usage" only when it was asked for.
+        body["choices"][0]["delta"] = delta.model_dump(exclude_none=True)
+        if not include_usage:
+            body.pop("usage")
+        return body
 
     reason, prompt, completion = "stop", 0, 0
     try:

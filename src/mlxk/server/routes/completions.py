@@ -10,7 +10,15 @@ from fastapi.responses import JSONResponse
 from mlxk.errors import MlxkError
 from mlxk.ops.run import RunOptions
 from mlxk.server.errors import bad_param, error_response
-from mlxk.server.generation import ChunkStream, ClientGone, GenParams, collect, start
+from mlxk.server.generation import (
+    CLIENT_GONE,
+    ChunkStream,
+    ClientGone,
+    GenParams,
+    closer,
+    collect,
+    start,
+)
 from mlxk.server.protocol import (
     Completion,
     CompletionChoice,
@@ -20,7 +28,6 @@ from mlxk.server.protocol import (
     now,
 )
 from mlxk.server.routes import ERRORS
-from mlxk.server.routes.chat import CLIENT_GONE, _closer
 from mlxk.server.service import prepare_run, state_of
 from mlxk.server.sse import DONE_LINE, EventStreamResponse, event, once
 
@@ -61,7 +68,7 @@ async def completions(req: CompletionRequest, request: Request) -> Response:
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         body = _sse(stream, req.model, echo, include_usage)
-        return EventStreamResponse(body, _closer(stream, leave))
+        return EventStreamResponse(body, closer(stream, leave))
     try:
         text, reason, used, made = await collect(stream)
     except ClientGone:
