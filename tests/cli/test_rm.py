@@ -58,14 +58,20 @@ def test_fuzzy_match_without_tty_is_refused_and_keeps_everything(env: dict[str, 
     assert not repo.exists()
 
 
-def test_locks_block_deletion(env: dict[str, str]) -> None:
+def test_held_locks_block_deletion_stale_ones_do_not(env: dict[str, str]) -> None:
+    from filelock import FileLock
+
     repo = _two_snapshots(env)
     lock = _hub(env) / ".locks" / repo.name / "x.lock"
     lock.parent.mkdir(parents=True)
-    lock.write_text("")
-    res = run_cli(["rm", REPO], env)
-    assert res.returncode == 1 and "lock" in res.stderr.lower()
-    assert repo.is_dir()
+    with FileLock(str(lock)):  # what huggingface_hub holds while downloading
+        res = run_cli(["rm", REPO], env)
+        assert res.returncode == 1 and "lock" in res.stderr.lower()
+        assert repo.is_dir()
+    assert lock.exists()  # filelock leaves the file behind, as huggingface_hub does
+    res = run_cli(["rm", REPO, "--json"], env)
+    assert res.returncode == 0, res.stdout
+    assert not repo.exists() and json.loads(res.stdout)["data"]["lock_files_cleaned"] == 1
 
 
 def test_rm_unknown_and_workspace(env: dict[str, str]) -> None:

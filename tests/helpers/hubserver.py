@@ -57,7 +57,9 @@ def git_oid(data: bytes) -> str:
 
 
 def lfs_pointer(sha256: str, size: int) -> bytes:
-    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+    return (
+        f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+    )
 
 
 def is_lfs(path: str, size: int) -> bool:
@@ -278,9 +280,10 @@ class BaseHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def send_json(self, data: Any, status: int = 200, **headers: str) -> None:
-        body = json.dumps(data).encode()
-        self.send_bytes(status, body, {"Content-Type": "application/json", **headers})
+    def send_json(
+        self, data: Any, status: int = 200, content_type: str = "application/json"
+    ) -> None:
+        self.send_bytes(status, json.dumps(data).encode(), {"Content-Type": content_type})
 
     def read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -336,7 +339,9 @@ class BaseHandler(BaseHTTPRequestHandler):
         start = int(m[1])
         end = min(size, int(m[2]) + 1) if m[2] else size
         if start >= size or start >= end:
-            raise HttpError(416, None, "range not satisfiable", **{"Content-Range": f"bytes */{size}"})
+            raise HttpError(
+                416, None, "range not satisfiable", **{"Content-Range": f"bytes */{size}"}
+            )
         return start, end
 
     def _stream(self, sha: str, start: int, end: int, fault: Mapping[str, Any]) -> None:
@@ -442,7 +447,9 @@ class HubHandler(BaseHandler):
         state = self.repo(repo_id)
         sha = self.commit_of(state, rev)
         blobs = "blobs" in parse_qs(urlsplit(self.path).query)
-        siblings = [_sibling(p, f, blobs) for p, f in sorted(state["commits"][sha]["files"].items())]
+        siblings = [
+            _sibling(p, f, blobs) for p, f in sorted(state["commits"][sha]["files"].items())
+        ]
         self.send_json({
             "_id": hashlib.md5(repo_id.encode()).hexdigest()[:24], "id": repo_id,
             "modelId": repo_id, "author": repo_id.split("/")[0], "sha": sha,
@@ -488,7 +495,9 @@ class HubHandler(BaseHandler):
         sha = self.commit_of(state, rev)
         entry = state["commits"][sha]["files"].get(path)
         if entry is None:
-            raise HttpError(404, "EntryNotFound", f"{path} does not exist", **{"X-Repo-Commit": sha})
+            raise HttpError(
+                404, "EntryNotFound", f"{path} does not exist", **{"X-Repo-Commit": sha}
+            )
         fault = self.hub.fault(entry["sha256"], consume=False) or {}
         etag = str(fault.get("etag") or (entry["sha256"] if entry["lfs"] else entry["git_oid"]))
         headers = {"X-Repo-Commit": sha, "Content-Type": "application/octet-stream"}
@@ -507,7 +516,9 @@ class HubHandler(BaseHandler):
         if not self.token_ok():
             raise HttpError(401, None, "Invalid credentials in Authorization header")
         body = json.loads(self.read_body() or b"{}")
-        repo_id = f"{body['organization']}/{body['name']}" if body.get("organization") else body["name"]
+        repo_id = (
+            f"{body['organization']}/{body['name']}" if body.get("organization") else body["name"]
+        )
         with self.hub.lock:
             if load_repo(self.hub.root, repo_id) is not None:
                 raise HttpError(409, None, "You already created this model repo",
@@ -515,7 +526,9 @@ class HubHandler(BaseHandler):
             private = body.get("private") or body.get("visibility") == "private"
             state = new_repo(repo_id, private=bool(private))
             data = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
-            attrs = file_entry(".gitattributes", store_object(self.hub.root, data), len(data), False)
+            attrs = file_entry(
+                ".gitattributes", store_object(self.hub.root, data), len(data), False
+            )
             attrs["git_oid"] = git_oid(data)
             add_commit(state, "main", {".gitattributes": attrs}, "initial commit", None)
             save_repo(self.hub.root, state)
@@ -532,7 +545,9 @@ class HubHandler(BaseHandler):
             oid = None
             if remote is not None:
                 oid = remote["sha256"] if mode == "lfs" else remote["git_oid"]
-            out.append({"path": item["path"], "uploadMode": mode, "shouldIgnore": False, "oid": oid})
+            out.append(
+                {"path": item["path"], "uploadMode": mode, "shouldIgnore": False, "oid": oid}
+            )
         self.send_json({"files": out, "commitOid": state["branches"].get(rev)})
 
     def lfs_batch(self, repo_id: str) -> None:
@@ -540,14 +555,17 @@ class HubHandler(BaseHandler):
         body = json.loads(self.read_body() or b"{}")
         objects = []
         for obj in body.get("objects", []):
+            if not re.fullmatch(r"[0-9a-f]{64}", str(obj.get("oid"))):
+                raise HttpError(422, None, "invalid oid")
             item: dict[str, Any] = {"oid": obj["oid"], "size": obj["size"]}
             if not (self.hub.root / "objects" / obj["oid"]).is_file():
                 href = f"{self.hub.hub_url}/_lfs/{obj['oid']}"
                 item["actions"] = {"upload": {"href": href, "header": {}},
                                    "verify": {"href": href + "/verify"}}  # fmt: skip
             objects.append(item)
-        self.send_json({"transfer": "basic", "objects": objects},
-                       **{"Content-Type": "application/vnd.git-lfs+json"})  # fmt: skip
+        self.send_json(
+            {"transfer": "basic", "objects": objects}, 200, "application/vnd.git-lfs+json"
+        )
 
     def lfs_object(self, method: str, path: str) -> None:
         m = re.match(r"^/_lfs/([0-9a-f]{64})(/verify)?$", path)
@@ -619,7 +637,12 @@ def _sibling(path: str, entry: Mapping[str, Any], blobs: bool) -> dict[str, Any]
 
 
 def _tree_file(path: str, entry: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": "file", "oid": entry["git_oid"], "size": entry["size"], "path": path}
+    out: dict[str, Any] = {
+        "type": "file",
+        "oid": entry["git_oid"],
+        "size": entry["size"],
+        "path": path,
+    }
     if entry["lfs"]:
         pointer = len(lfs_pointer(entry["sha256"], entry["size"]))
         out["lfs"] = {"oid": entry["sha256"], "size": entry["size"], "pointerSize": pointer}
@@ -639,8 +662,8 @@ def _apply_commit_lines(root: Path, files: dict[str, Any], lines: list[dict[str,
             entry["git_oid"] = git_oid(data)
             files[value["path"]] = entry
         elif key == "lfsFile":
-            obj = root / "objects" / value["oid"]
-            if not obj.is_file():
+            obj = root / "objects" / str(value["oid"])
+            if not re.fullmatch(r"[0-9a-f]{64}", str(value["oid"])) or not obj.is_file():
                 raise HttpError(400, None, f"LFS object {value['oid']} was never uploaded")
             entry = file_entry(value["path"], value["oid"], obj.stat().st_size, True)
             entry["git_oid"] = git_oid(lfs_pointer(value["oid"], entry["size"]))
@@ -734,7 +757,9 @@ class HubServer:
         self.stop()
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+        data = (
+            json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+        )
         req = urllib.request.Request(self.url + path, data=data, method=method)
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read() or b"null")
@@ -749,7 +774,8 @@ class HubServer:
         self.set_faults({})
 
     def stats(self) -> dict[str, dict[str, int]]:
-        return self._call("GET", "/_control/stats")  # type: ignore[no-any-return]
+        stats: dict[str, dict[str, int]] = self._call("GET", "/_control/stats")
+        return stats
 
     def reset_stats(self) -> None:
         self._call("POST", "/_control/stats/reset")

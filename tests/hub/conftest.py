@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.helpers.hubserver import HubServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -92,7 +91,9 @@ def envelope(res: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     try:
         return json.loads(res.stdout)  # type: ignore[no-any-return]
     except ValueError as exc:
-        raise AssertionError(f"no JSON envelope: rc={res.returncode}\n{res.stdout}\n{res.stderr}") from exc
+        raise AssertionError(
+            f"no JSON envelope: rc={res.returncode}\n{res.stdout}\n{res.stderr}"
+        ) from exc
 
 
 def repo_dir(env: dict[str, str], repo_id: str) -> Path:

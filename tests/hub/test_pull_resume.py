@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from tests.helpers.hubserver import HubServer
 from tests.hub.conftest import (
     REPO_ROOT,

@@ -48,7 +48,9 @@ def test_pull_at_branch_and_at_commit_fetch_that_revision_and_rm_removes_only_it
     assert REPO in healthy_names(hub_env)
 
 
-def test_pull_of_the_default_branch_writes_refs_main(hub: HubServer, hub_env: dict[str, str]) -> None:
+def test_pull_of_the_default_branch_writes_refs_main(
+    hub: HubServer, hub_env: dict[str, str]
+) -> None:
     main, _dev = _two_revisions(hub)
     data = envelope(run_mlxk(["pull", REPO, "--json"], hub_env))["data"]
     assert data["commit_hash"] == main and data["download_status"] == "success"
@@ -80,7 +82,9 @@ def test_a_fuzzy_local_match_does_not_retarget_the_pull(
     assert "'phi-3' not found" in err["message"] and "mlx-community/phi-3" in err["message"]
 
 
-def test_gated_repo_says_accept_terms_and_set_token(hub: HubServer, hub_env: dict[str, str]) -> None:
+def test_gated_repo_says_accept_terms_and_set_token(
+    hub: HubServer, hub_env: dict[str, str]
+) -> None:
     hub.publish("org/gated", model_files(), gated="manual")
     res = run_mlxk(["pull", "org/gated", "--json"], hub_env)
     err = envelope(res)["error"]
@@ -168,3 +172,26 @@ def test_pull_json_fields_match_mlx_knife(hub: HubServer, hub_env: dict[str, str
         assert key in env["data"], key
     assert env["data"]["message"].startswith("Downloaded to /")
     json.dumps(env)
+
+
+def test_pull_at_branch_follows_the_branch_when_it_moved(
+    hub: HubServer, hub_env: dict[str, str]
+) -> None:
+    _main, dev = _two_revisions(hub)
+    assert (
+        envelope(run_mlxk(["pull", f"{REPO}@dev", "--json"], hub_env))["data"]["commit_hash"] == dev
+    )
+    newer = hub.publish(REPO, model_files(**{"README.md": b"# dev, later\n"}), branch="dev")
+    data = envelope(run_mlxk(["pull", f"{REPO}@dev", "--json"], hub_env))["data"]
+    assert data["download_status"] == "success" and data["commit_hash"] == newer
+    assert data["files_reused"] == 3 and data["files_downloaded"] == 1  # only the new README
+    assert (repo_dir(hub_env, REPO) / "refs" / "dev").read_text() == newer
+
+
+def test_present_model_needs_no_network(hub: HubServer, hub_env: dict[str, str]) -> None:
+    commit = hub.publish(REPO, model_files())
+    assert run_mlxk(["pull", REPO], hub_env).returncode == 0
+    offline = hub_env | {"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    for spec in (REPO, f"{REPO}@main", f"{REPO}@{commit[:8]}"):
+        data = envelope(run_mlxk(["pull", spec, "--json"], offline))["data"]
+        assert data["download_status"] == "already_exists" and data["commit_hash"] == commit

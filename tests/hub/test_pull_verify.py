@@ -10,10 +10,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from mlxk.config import Settings
-from mlxk.ops.download import UnsafeRepoError, check_commit, check_ref, safe_relpath
-from mlxk.ops.hub import pull_model
 from tests.helpers.hubserver import HubServer
 from tests.hub.conftest import (
     REPO_ROOT,
@@ -26,6 +22,10 @@ from tests.hub.conftest import (
     safetensors_blob,
     sha256,
 )
+
+from mlxk.config import Settings
+from mlxk.ops.download import UnsafeRepoError, check_commit, check_ref, safe_relpath
+from mlxk.ops.hub import pull_model
 
 REPO = "org/tiny"
 
@@ -62,20 +62,37 @@ def test_wrong_bytes_fail_with_hash_error_and_leave_no_healthy_copy(
 HOSTILE = ["../x", "/abs", "C:\\x", "\\\\host\\x", "a/../../x", "ok/\x00nul", "./x", "a//b"]
 
 
+def _outside(tmp_path: Path) -> set[str]:
+    """Everything beside this test's own directory (other tests' dirs are finished)."""
+    return _tree(tmp_path.parent) - {str(tmp_path.relative_to(tmp_path.parent))}
+
+
 @pytest.mark.parametrize("name", HOSTILE, ids=lambda n: repr(n))
 def test_hostile_file_names_are_refused_and_nothing_is_written(
-    hub: HubServer, hub_env: dict[str, str], tmp_path: Path, name: str
+    hub: HubServer, tmp_path: Path, name: str
 ) -> None:
     hub.publish("org/evil", model_files() | {name: b"pwned"})
-    before = _tree(tmp_path.parent) - {str(tmp_path.relative_to(tmp_path.parent))}
-    hf_before = _tree(Path(hub_env["HF_HOME"]))
+    hf_home = tmp_path / "hf"
+    before, hf_before = _outside(tmp_path), _tree(tmp_path)
+    settings = Settings.from_env({"HF_HOME": str(hf_home), "HF_ENDPOINT": hub.url})
+    with pytest.raises(UnsafeRepoError):
+        pull_model(settings, "org/evil")
+    assert _tree(tmp_path) == hf_before  # not even the cache dir
+    assert _outside(tmp_path) == before  # nothing beside this test's directory either
+
+
+def test_hostile_listing_via_the_cli(
+    hub: HubServer, hub_env: dict[str, str], tmp_path: Path
+) -> None:
+    hub.publish("org/evil", model_files() | {"../../x": b"pwned"})
+    before, hf_before = _outside(tmp_path), _tree(Path(hub_env["HF_HOME"]))
     res = run_mlxk(["pull", "org/evil", "--json"], hub_env)
     err = envelope(res)["error"]
     assert res.returncode == 1 and err["type"] == "unsafe_repo", res.stdout
-    assert _tree(Path(hub_env["HF_HOME"])) == hf_before  # not even the repo dir
-    after = _tree(tmp_path.parent) - {str(tmp_path.relative_to(tmp_path.parent))}
-    assert after == before  # nothing beside this test's directory either
-    assert not any(p.name in ("x", "abs") for p in tmp_path.rglob("*") if "server" not in p.parts)
+    assert "'../../x'" in err["message"]
+    assert _tree(Path(hub_env["HF_HOME"])) == hf_before
+    assert _outside(tmp_path) == before
+    assert not (tmp_path / "x").exists() and not (Path(hub_env["HF_HOME"]) / "x").exists()
 
 
 def test_hostile_etag_is_refused_before_writing(hub: HubServer, hub_env: dict[str, str]) -> None:
@@ -88,7 +105,7 @@ def test_hostile_etag_is_refused_before_writing(hub: HubServer, hub_env: dict[st
 
 
 def test_validators_refuse_traversal() -> None:
-    for bad in HOSTILE + ["", "a/./b", "x\n"]:
+    for bad in [*HOSTILE, "", "a/./b", "x\n"]:
         with pytest.raises(UnsafeRepoError):
             safe_relpath(bad)
     assert safe_relpath("sub/dir/model.safetensors") == "sub/dir/model.safetensors"
@@ -153,9 +170,11 @@ def test_concurrent_threads_in_one_process(hub: HubServer, tmp_path: Path) -> No
     assert hub.bytes_served(sha256(weights)) == len(weights)
 
 
-def test_cache_layout_is_what_huggingface_hub_reads(hub: HubServer, hub_env: dict[str, str]) -> None:
+def test_cache_layout_is_what_huggingface_hub_reads(
+    hub: HubServer, hub_env: dict[str, str]
+) -> None:
     """huggingface_hub itself finds our snapshot offline: same blobs/snapshots/refs layout."""
-    files = model_files() | {"sub/dir/notes.txt": b"hello"}
+    files = model_files() | {"sub/dir/notes.txt": b"hello", "empty.txt": b""}
     commit = hub.publish(REPO, files)
     assert run_mlxk(["pull", REPO, "--json"], hub_env).returncode == 0
     code = (
@@ -171,3 +190,4 @@ def test_cache_layout_is_what_huggingface_hub_reads(hub: HubServer, hub_env: dic
     assert lines[0].endswith(f"snapshots/{commit}")
     assert REPO in lines[1] and lines[2] == "0"
     assert Path(lines[0], "sub", "dir", "notes.txt").read_bytes() == b"hello"
+    assert Path(lines[0], "empty.txt").read_bytes() == b""

@@ -12,7 +12,9 @@ from mlxk.config import Settings
 
 
 def _pull_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="hub repo id (org/name), an exact local name, name@branch or name@commit")
+    p.add_argument(
+        "model", help="hub repo id (org/name), an exact local name, name@branch or name@commit"
+    )
     p.add_argument(
         "--force-resume", action="store_true",
         help="repair an existing unhealthy copy without asking (re-verifies every file)",
@@ -94,7 +96,9 @@ def _push_human(data: dict[str, Any], verbose: bool) -> None:
         out(f"  {data['commit_url']}")
 
 
+PULL_HELP = "download a model from the hub into the HF cache (resumable, verified)"
+PUSH_HELP = "upload a workspace to a private hub repo (experimental)"
 COMMANDS = {
-    "pull": CommandSpec("download a model from the hub into the HF cache (resumable, verified)", _pull_args, _pull),
-    "push": CommandSpec("upload a workspace to a private hub repo (experimental)", _push_args, _push),
-}  # fmt: skip
+    "pull": CommandSpec(PULL_HELP, _pull_args, _pull),
+    "push": CommandSpec(PUSH_HELP, _push_args, _push),
+}

@@ -103,14 +103,15 @@ def _convert(args: argparse.Namespace, settings: Settings) -> CommandResult:
 
 
 def _clone_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="cached model (name, fragment, name@rev)")
+    p.add_argument("model", help="cached or hub model (name, fragment, org/name@rev)")
     p.add_argument("dst", nargs="?", help="target directory (default: $MLXK_WORKSPACE_HOME/<name>)")
 
 
 def _clone(args: argparse.Namespace, settings: Settings) -> CommandResult:
-    from mlxk.ops.convert import clone_model
+    from mlxk.ops.hub import clone_any
 
-    res = clone_model(settings, args.model, args.dst)
+    with progress_bar(f"clone {args.model}", not getattr(args, "json", False)) as progress:
+        res = clone_any(settings, args.model, args.dst, progress=progress)
     data = {
         "model": args.model,
         "clone_status": "success",
@@ -120,6 +121,7 @@ def _clone(args: argparse.Namespace, settings: Settings) -> CommandResult:
         "health": "healthy" if res.health.healthy else "unhealthy",
         "health_reason": res.health.reason,
         "content_hash": res.content_hash,
+        "source_revision": getattr(res, "commit", None),
     }
     state = "✓ healthy" if res.health.healthy else f"⚠ unhealthy: {res.health.reason}"
     return CommandResult(data, lambda: out(f"clone: {args.model} → {res.target} ({state})"))
@@ -128,5 +130,5 @@ def _clone(args: argparse.Namespace, settings: Settings) -> CommandResult:
 COMMANDS = {
     "import": CommandSpec("import a GGUF or faster-whisper model as an MLX workspace", _import_args, _import),
     "convert": CommandSpec("quantize, cast or repair a model into a new workspace", _convert_args, _convert),
-    "clone": CommandSpec("copy a cached model into a managed workspace", _clone_args, _clone),
+    "clone": CommandSpec("copy a cached or hub model into a managed workspace", _clone_args, _clone),
 }  # fmt: skip

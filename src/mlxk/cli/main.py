@@ -11,13 +11,18 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from mlxk import __version__
-from mlxk.cli import commands_models, commands_run
+from mlxk.cli import commands_hub, commands_models, commands_run
 from mlxk.cli.commands import COMMANDS as CORE_COMMANDS
 from mlxk.cli.commands import VERSION, CommandResult
 from mlxk.config import Settings
 from mlxk.errors import MlxkError, UsageError
 
-COMMANDS = {**CORE_COMMANDS, **commands_models.COMMANDS, **commands_run.COMMANDS}
+COMMANDS = {
+    **CORE_COMMANDS,
+    **commands_models.COMMANDS,
+    **commands_run.COMMANDS,
+    **commands_hub.COMMANDS,
+}
 
 
 class _Parser(argparse.ArgumentParser):

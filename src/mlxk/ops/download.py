@@ -225,16 +225,21 @@ def fetch_blob(
     blob = blobs / rf.etag
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with WeakFileLock(lock_path):
-        if blob_ok(blob, rf, thorough=thorough):
-            tally.files_reused += 1
-            tally.add(rf.size, network=False)
-        else:
-            blob.unlink(missing_ok=True)  # wrong size or content: never reuse it
-            _download_verified(client, rf, blob, headers, tally)
-            tally.files_downloaded += 1
-        # Done and in place: a process that takes the lock after this sees the blob and writes
-        # nothing, so the lock file can go (rm treats leftover lock files as a running pull).
-        lock_path.unlink(missing_ok=True)
+        try:
+            if blob_ok(blob, rf, thorough=thorough):
+                tally.files_reused += 1
+                tally.add(rf.size, network=False)
+            else:
+                blob.unlink(missing_ok=True)  # wrong size or content: never reuse it
+                _download_verified(client, rf, blob, headers, tally)
+                tally.files_downloaded += 1
+        finally:
+            # rm reads leftover lock files as a running pull, so ours goes, as the last step
+            # while still held: whoever locks the path after this finds the work done (or the
+            # partial to resume), and filelock 4 re-checks after flock that its inode is still
+            # linked, so a waiter on the old file retries. Even a lock library without that
+            # check cannot admit a bad blob: two writers of one partial fail its hash check.
+            lock_path.unlink(missing_ok=True)
 
 
 def _download_verified(
@@ -242,6 +247,8 @@ def _download_verified(
 ) -> None:
     partial = blob.with_name(blob.name + ".incomplete")
     try:
+        if rf.size == 0:
+            partial.write_bytes(b"")  # nothing to fetch, but the blob must exist
         _transfer(client, rf, partial, headers, tally)
     except OSError as exc:
         if exc.errno in DISK_FULL:

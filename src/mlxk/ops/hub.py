@@ -155,7 +155,9 @@ def hub_errors(settings: Settings, repo_id: str, rev: str | None) -> Iterator[No
     except RevisionNotFoundError as exc:
         raise RevisionMissingError(f"Revision '{rev}' not found for {repo_id}") from exc
     except RemoteEntryNotFoundError as exc:
-        raise DownloadFailedError(f"{repo_id}: a listed file is missing on the hub ({exc})") from exc
+        raise DownloadFailedError(
+            f"{repo_id}: a listed file is missing on the hub ({exc})"
+        ) from exc
     except OfflineModeIsEnabled as exc:
         raise OfflineError("HF_HUB_OFFLINE is set: unset it to reach the hub") from exc
     except HfHubHTTPError as exc:
@@ -165,8 +167,8 @@ def hub_errors(settings: Settings, repo_id: str, rev: str | None) -> Iterator[No
     except httpx.TransportError as exc:
         raise NetworkError(
             f"Cannot reach {endpoint_of(settings)} ({exc or type(exc).__name__}). Check the "
-            "connection (or HF_ENDPOINT) and run the same command again: downloaded parts "
-            "are kept and resume."
+            "connection (or HF_ENDPOINT) and run the same command again (a pull resumes "
+            "where it stopped)."
         ) from exc
 
 
@@ -261,23 +263,12 @@ def pull_model(
 ) -> PullResult:
     """Download ``spec`` (``org/name[@branch|@commit]``) into the HF cache; resumable, verified."""
     name, rev = parse_pull_spec(spec)
+    repo_id, expanded = _target_repo(settings, name)
+    early, thorough = _check_local(settings, repo_id, rev, expanded, force_resume, confirm)
+    if early is not None:
+        return early
     if settings.offline:
         raise OfflineError("HF_HUB_OFFLINE is set: pull needs the network. Unset it to download.")
-    repo_id, expanded = _target_repo(settings, name)
-    thorough = False
-    commit = local_commit(settings, repo_id, rev)
-    if commit is not None:
-        repo = CacheRepo(repo_id, settings.hub_dir / repo_id_to_dirname(repo_id))
-        health = check_health(cache_model(repo, commit))
-        snap = repo.snapshot_path(commit)
-        if health.healthy:
-            return PullResult(repo_id, "already_exists", f"Already downloaded: {snap}",
-                              expanded, commit, rev, str(snap))  # fmt: skip
-        if not force_resume:
-            early = _confirm_resume(repo_id, expanded, commit, health.reason, confirm)
-            if early is not None:
-                return early
-        thorough = True  # repairing: re-hash what is there, fetch what is bad
     plan = _plan_with_fallback(settings, repo_id, rev, expand=expanded is None and "/" not in name)
     expanded = plan.repo_id if plan.repo_id != name else expanded
     tally, snap = execute_plan(settings, plan, thorough=thorough, progress=progress)
@@ -286,6 +277,40 @@ def pull_model(
         tally.total, tally.downloaded, tally.resumed, len(plan.files), tally.files_downloaded,
         tally.files_reused,
     )  # fmt: skip
+
+
+def _check_local(
+    settings: Settings, repo_id: str, rev: str | None, expanded: str | None,
+    force_resume: bool, confirm: Confirm | None,
+) -> tuple[PullResult | None, bool]:  # fmt: skip
+    """(a final answer from the local copy, or None to download; whether to re-verify blobs)."""
+    commit = local_commit(settings, repo_id, rev)
+    if commit is None:
+        return None, False
+    repo = CacheRepo(repo_id, settings.hub_dir / repo_id_to_dirname(repo_id))
+    health = check_health(cache_model(repo, commit))
+    if health.healthy:
+        if _branch_moved(settings, repo, rev, commit):
+            return None, False
+        snap = repo.snapshot_path(commit)
+        msg = f"Already downloaded: {snap}"
+        return PullResult(repo_id, "already_exists", msg, expanded, commit, rev, str(snap)), False
+    if force_resume:
+        return None, True  # repairing: re-hash what is there, fetch what is bad
+    return _confirm_resume(repo_id, expanded, commit, health.reason, confirm), True
+
+
+def _branch_moved(settings: Settings, repo: CacheRepo, rev: str | None, commit: str) -> bool:
+    """``pull name@branch`` asks the hub where the branch is now (plain ``pull name`` does not,
+    as in mlx-knife: it works offline). An unreachable hub keeps the local copy."""
+    if rev is None or rev not in repo.refs() or settings.offline:
+        return False
+    try:
+        with hub_errors(settings, repo.repo_id, rev):
+            remote = hf_api(settings).model_info(repo.repo_id, revision=rev).sha
+    except MlxkError:
+        return False
+    return bool(remote) and remote != commit
 
 
 def _confirm_resume(
@@ -301,7 +326,9 @@ def _confirm_resume(
     return PullResult(repo_id, "cancelled", msg, expanded, commit)
 
 
-def _plan_with_fallback(settings: Settings, repo_id: str, rev: str | None, expand: bool) -> PullPlan:
+def _plan_with_fallback(
+    settings: Settings, repo_id: str, rev: str | None, expand: bool
+) -> PullPlan:
     """A bare ``name`` that is not on the hub is tried as ``mlx-community/name`` too."""
     try:
         return plan_pull(settings, repo_id, rev)
@@ -345,11 +372,15 @@ def _remote_file(settings: Settings, repo_id: str, commit: str, sibling: Any) ->
         raise DownloadFailedError(f"{path}: the hub served commit {meta.commit_hash}, not {commit}")
     size = meta.size if meta.size is not None else sibling.size
     if size is None or (sibling.size is not None and sibling.size != size):
-        raise DownloadFailedError(f"{path}: the hub reports no consistent size ({size}, {sibling.size})")
+        raise DownloadFailedError(
+            f"{path}: the hub reports no consistent size ({size}, {sibling.size})"
+        )
     lfs = getattr(sibling, "lfs", None)
     sha256 = lfs.sha256 if lfs else (etag if len(etag) == 64 else None)
     if sha256 is not None and len(etag) == 64 and etag != sha256:
-        raise DownloadFailedError(f"{path}: the hub's ETag and LFS sha256 disagree; not downloading")
+        raise DownloadFailedError(
+            f"{path}: the hub's ETag and LFS sha256 disagree; not downloading"
+        )
     git_oid = etag if len(etag) == 40 and not lfs else None
     return RemoteFile(path, meta.location, etag, int(size), sha256, git_oid,
                       same_origin(url, meta.location))  # fmt: skip
@@ -570,7 +601,9 @@ def _ignored(rel: str, is_dir: bool, patterns: list[str]) -> bool:
     name = rel.rsplit("/", 1)[-1]
     for pat in patterns:
         if pat.endswith("/"):
-            if is_dir and (fnmatch.fnmatchcase(name, pat[:-1]) or fnmatch.fnmatchcase(rel, pat[:-1])):
+            if is_dir and (
+                fnmatch.fnmatchcase(name, pat[:-1]) or fnmatch.fnmatchcase(rel, pat[:-1])
+            ):
                 return True
         elif not is_dir and (fnmatch.fnmatchcase(name, pat) or fnmatch.fnmatchcase(rel, pat)):
             return True
@@ -717,26 +750,28 @@ def remote_tree(settings: Settings, repo_id: str, branch: str) -> tuple[str, dic
     from huggingface_hub.hf_api import RepoFile
 
     api = hf_api(settings)
-    try:
-        with hub_errors(settings, repo_id, branch):
-            try:
-                items = api.list_repo_tree(repo_id, revision=branch, recursive=True)
-                return "ok", {f.path: f for f in items if isinstance(f, RepoFile)}
-            except RevisionNotFoundError:
-                return "no_branch", {}
-            except RepositoryNotFoundError as exc:
-                if exc.__class__ is RepositoryNotFoundError:
-                    return "no_repo", {}
-                raise
-    except RemoteNotFoundError:
-        return "no_repo", {}
+    with hub_errors(settings, repo_id, branch):
+        try:
+            # model_info first: one request without retries, so an unreachable hub or a
+            # missing repo answers at once (list_repo_tree retries for about 20 s).
+            api.model_info(repo_id, revision=branch)
+        except RevisionNotFoundError:
+            return "no_branch", {}
+        except RepositoryNotFoundError as exc:
+            if exc.__class__ is not RepositoryNotFoundError:
+                raise  # gated: an access problem, not a missing repo
+            return "no_repo", {}
+        items = api.list_repo_tree(repo_id, revision=branch, recursive=True)
+        return "ok", {f.path: f for f in items if isinstance(f, RepoFile)}
 
 
 def diff_files(files: list[LocalFile], remote: dict[str, Any]) -> Changes:
     """Compare by the hub's own ids: sha256 for LFS files, the git blob id for the rest."""
     from mlxk.ops.download import file_digest
 
-    added, modified, same = [], [], []
+    added: list[str] = []
+    modified: list[str] = []
+    same: list[str] = []
     for f in files:
         r = remote.get(f.path)
         if r is None:
@@ -755,7 +790,9 @@ def diff_files(files: list[LocalFile], remote: dict[str, Any]) -> Changes:
     return Changes(added, modified, same, only)
 
 
-def _push_data(settings: Settings, repo_id: str, branch: str, files: list[LocalFile]) -> dict[str, Any]:
+def _push_data(
+    settings: Settings, repo_id: str, branch: str, files: list[LocalFile]
+) -> dict[str, Any]:
     return {
         "repo_id": repo_id, "branch": branch, "commit_sha": None, "commit_url": None,
         "repo_url": f"{endpoint_of(settings)}/{repo_id}", "uploaded_files_count": 0,
@@ -801,7 +838,9 @@ def push_workspace(
     return data | _upload(settings, repo_id, branch, files, commit_message, create)
 
 
-def _dry_run(settings: Settings, repo_id: str, branch: str, files: list[LocalFile]) -> dict[str, Any]:
+def _dry_run(
+    settings: Settings, repo_id: str, branch: str, files: list[LocalFile]
+) -> dict[str, Any]:
     """Compare with the hub when it can be asked; otherwise say what would be uploaded."""
     base: dict[str, Any] = {"dry_run": True, "uploaded_files_count": 0}
     remote_error = None
@@ -811,7 +850,11 @@ def _dry_run(settings: Settings, repo_id: str, branch: str, files: list[LocalFil
             return base | _dry_run_remote(state, remote, files)
         except MlxkError as exc:
             remote_error = exc.message
-    why = remote_error or ("HF_HUB_OFFLINE is set" if settings.offline else "HF_TOKEN not set")
+    why = (
+        f"hub unreachable: {remote_error}" if remote_error
+        else "offline: HF_HUB_OFFLINE is set" if settings.offline
+        else "no HF_TOKEN set"
+    )  # fmt: skip
     paths = [f.path for f in files]
     mb = sum(f.size for f in files) / 1e6
     return base | {
@@ -820,8 +863,8 @@ def _dry_run(settings: Settings, repo_id: str, branch: str, files: list[LocalFil
         "dry_run_summary": {"added": len(paths), "modified": None, "deleted": 0},
         "would_create_repo": None, "would_create_branch": None,
         "added_files": paths[:20], "deleted_files": [],
-        "message": f"Dry-run (offline: {why}): would upload {len(paths)} files ({mb:.1f} MB) to "
-        f"{repo_id}@{branch}; the hub was not asked, so unchanged files are not known.",
+        "message": f"Dry-run: would upload {len(paths)} files ({mb:.1f} MB) to {repo_id}@{branch}. "
+        f"The hub was not asked ({why}), so unchanged files are not known.",
     }  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from mlxk.errors import (
     PermissionDeniedError,
     ValidationError,
 )
-from mlxk.store.hf_cache import CacheRepo, lock_files, repo_id_to_dirname
+from mlxk.store.hf_cache import CacheRepo, held_locks, lock_files, repo_id_to_dirname
 from mlxk.store.resolve import Resolver, split_rev
 
 
@@ -54,13 +54,14 @@ def remove_model(
             )
         if not confirm(question):
             return RemoveResult(model.name, "cancelled", "Nothing deleted")
-    locks = lock_files(settings.hub_dir, model.name)
-    if locks and not force:
+    held = held_locks(settings.hub_dir, model.name)
+    if held and not force:
         raise LocksPresentError(
-            f"{model.name} has {len(locks)} active lock file(s) (a download may be running). "
+            f"{model.name} is locked by a running download ({len(held)} lock(s) held). "
             "Wait for it to finish, or use -f to override.",
-            lock_files=[str(p) for p in locks],
+            lock_files=[str(p) for p in held],
         )
+    locks = lock_files(settings.hub_dir, model.name)
     try:
         if rev is not None and model.commit is not None:
             return _remove_revision(CacheRepo(model.name, model.repo_dir), model.commit)

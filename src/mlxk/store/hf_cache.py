@@ -114,6 +114,29 @@ def lock_files(hub_dir: Path, repo_id: str) -> list[Path]:
     return sorted(p for p in lock_dir.rglob("*.lock") if p.is_file())
 
 
+def held_locks(hub_dir: Path, repo_id: str) -> list[Path]:
+    """Lock files some process holds right now (a download in progress).
+
+    huggingface_hub never deletes its lock files, so their presence means nothing; whether
+    one is held is asked with a non-blocking flock, the lock filelock itself takes.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): presence is all we can see
+        return lock_files(hub_dir, repo_id)
+    held = []
+    for path in lock_files(hub_dir, repo_id):
+        try:
+            with open(path, "a") as fh:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        except BlockingIOError:
+            held.append(path)
+        except OSError:
+            continue
+    return held
+
+
 def tree_size(path: Path) -> int:
     """Bytes under ``path``, following symlinks to blobs (what the user would free)."""
     total = 0
