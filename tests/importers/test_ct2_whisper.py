@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
+from tests.helpers.realmodels import base_sources, tiny_en_source
 
 from mlxk.errors import ImportFormatError, UnsupportedArchitectureError
 from mlxk.importers.ct2_whisper import (
@@ -18,7 +19,6 @@ from mlxk.importers.ct2_whisper import (
     import_ct2_whisper,
     looks_like_ct2_whisper,
 )
-from tests.helpers.realmodels import base_sources, tiny_en_source
 
 pytestmark = pytest.mark.slow
 SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")

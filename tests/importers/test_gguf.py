@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from mlxk.importers.gguf_llama import import_gguf, looks_like_gguf
 from mlxk.store.safetensors_header import read_header, tensor_entries, tensor_nbytes
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
 
 # Measured once (see the test below): greedy tokens of the imported SmolLM2 equal those of
 # transformers' own GGUF loader for this prompt.
@@ -106,20 +108,21 @@ def test_first_20_greedy_tokens_match_transformers_gguf_loader(smollm2) -> None:
     most ~0.025 (scale ~26) because our weights are stored as float16 (rounding of the
     dequantized values), which does not change any greedy choice here.
     """
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("accelerate")  # transformers requires it for gguf_file=
     import mlx.core as mx
     from mlx_lm.generate import generate_step
-    from transformers import AutoModelForCausalLM
 
     gguf = smollm2_gguf()
     ids = smollm2.encode_prompt([{"role": "user", "content": STORY_PROMPT}])
     steps = generate_step(mx.array(ids), smollm2.model, max_tokens=20)
     ours = [token for token, _ in steps]
-    hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    with torch.no_grad():
-        out = hf.generate(torch.tensor([ids]), max_new_tokens=20, do_sample=False)
-    theirs = out[0, len(ids) :].tolist()
+    ref_python = REPO / ".venv-ref" / "bin" / "python"
+    assert ref_python.exists(), "run scripts/test.sh: it builds .venv-ref (torch + transformers)"
+    res = subprocess.run(
+        [str(ref_python), str(REPO / "tests" / "helpers" / "gguf_reference.py"), str(gguf), "20",
+         ",".join(map(str, ids))],
+        capture_output=True, text=True, timeout=900, check=True,
+    )  # fmt: skip
+    theirs = json.loads(res.stdout.strip().splitlines()[-1])["tokens"]
     assert len(ours) == 20
     assert ours == theirs, (smollm2.tokenizer.decode(ours), smollm2.tokenizer.decode(theirs))
 
