@@ -12,6 +12,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # so tests can import tests.helpers
 
+# The optimized BLAS must be loaded before anything imports mlx (as the CLI does first thing);
+# test modules import mlx at collection time, so do it here for the whole session.
+from mlxk.backends.platform import setup_platform  # noqa: E402
+
+setup_platform()
+
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:

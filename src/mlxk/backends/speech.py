@@ -2,13 +2,16 @@
 
 mlx-audio does the decoding (30 s windows, timestamp rules, temperature fallback, word
 alignment); mlxk builds the model itself so it can pick the dtype and specialise a few
-modules for MLX's CPU backend, where mlx-audio's defaults are ~10x slower than needed:
+modules for MLX's CPU backend, where mlx-audio's defaults are an order of magnitude slower
+(benchmarks/stt_cpu.py measures it):
 
-* float32 weights and activations (MLX's CPU fp16 kernels are scalar; fp32 matmuls go to the
-  BLAS that ``backends.platform`` preloaded);
-* encoder self-attention with numpy (MLX's CPU ``exp``/``softmax`` are several times slower
-  than numpy's vectorised ones on a 1500x1500 score matrix per head);
+* float32 weights and activations (MLX's CPU fp16 matmul does not use BLAS and is ~50x
+  slower; fp32 matmuls go to the BLAS that ``backends.platform`` preloaded);
+* encoder self-attention softmax and MLP GELU in numpy (MLX's CPU ``exp``/``erf`` are several
+  times slower than numpy's vectorised ones on 1500x1500 scores per head);
 * the encoder's two convolutions as one GEMM each (im2col) instead of MLX's direct conv;
+* the decoder's vocabulary projection against a contiguous transposed table (GEMV on
+  ``W.T`` is ~2x slower);
 * an encoder memo, so language detection, temperature fallbacks and word alignment reuse the
   window's audio features instead of re-encoding the same 30 s;
 * a tokenizer wrapper that caches what mlx-audio recomputes per window (``get_vocab`` alone
@@ -131,10 +134,7 @@ def _tokenizer_class(base: type) -> type:
     for name in _TOKENIZER_PROPS:
         prop = getattr(base, name)
         attrs[name] = functools.cached_property(prop.fget)
-    cls = type("CachedWhisperTokenizer", (base,), attrs)
-    for name in _TOKENIZER_PROPS:
-        attrs[name].__set_name__(cls, name)
-    return cls
+    return type("CachedWhisperTokenizer", (base,), attrs)  # type() calls __set_name__
 
 
 def _model_class(base: type, tokenizer_cls: type) -> type:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -125,15 +126,15 @@ class _PartStream:
         self._reported = 0
         self.sha = hashlib.sha256()
         self._progress = progress
-        self._files: Iterator[BinaryIO] = (open(p, "rb") for p in parts)  # noqa: SIM115
+        self._files: Generator[BinaryIO, None, None] = (open(p, "rb") for p in parts)  # noqa: SIM115
         self._fh: BinaryIO | None = next(self._files, None)
 
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-        for fh in self._files:  # never opened further: the generator opens lazily
-            fh.close()
+        # parts not reached yet were never opened: the generator opens lazily
+        self._files.close()
 
     def remaining(self) -> int:
         return self.total - self.done
@@ -556,11 +557,14 @@ def _write_processor(out_dir: Path, n_mels: int) -> None:
     # transformers >= 5: WhisperTokenizer is the tokenizers-backed (fast) class
     from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizer
 
-    tokenizer = WhisperTokenizer(
-        tokenizer_file=str(out_dir / "tokenizer.json"), pad_token="<|endoftext|>"
-    )
-    features = WhisperFeatureExtractor(feature_size=n_mels)
-    WhisperProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(out_dir)
+    try:
+        tokenizer = WhisperTokenizer(
+            tokenizer_file=str(out_dir / "tokenizer.json"), pad_token="<|endoftext|>"
+        )
+        features = WhisperFeatureExtractor(feature_size=n_mels)
+        WhisperProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(out_dir)
+    except (ValueError, KeyError, TypeError, OSError, RuntimeError) as e:
+        raise ImportFormatError(f"tokenizer.json rejected by transformers: {e}") from e
     # transformers 5 folds the extractor into processor_config.json; mlxk's probe and older
     # readers look for the classic file, so write it too
     features.save_pretrained(out_dir)
@@ -609,7 +613,11 @@ def _parse(
 def _clean(out_dir: Path, before: set[str]) -> None:
     """Leave out_dir as we found it: the caller's temp dir must stay empty on failure."""
     for p in out_dir.iterdir():
-        if p.name not in before and p.is_file():
+        if p.name in before:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
             p.unlink(missing_ok=True)
 
 
