@@ -347,3 +347,19 @@ def make_tiny_spm_gguf(path: Path, sp: Any, *, seed: int = 0) -> Path:
     """A tiny random llama model whose GGUF carries the SentencePiece vocabulary ``sp``."""
     config = _tiny_config("llama", 512, vocab_size=sp.vocab_size())
     return write_gguf(path, "llama", config=config, weights=_tiny_weights(config, seed), spm=sp)
+
+
+def transformers_reference(*args: str) -> Any:
+    """Ask transformers itself (in the torch reference environment .venv-ref) about a file."""
+    import json
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    python = repo / ".venv-ref" / "bin" / "python"
+    assert python.exists(), "run scripts/test.sh: it builds .venv-ref (torch + transformers)"
+    script = repo / "tests" / "helpers" / "reference_transformers.py"
+    res = subprocess.run(
+        [str(python), str(script), *args], capture_output=True, text=True, timeout=900
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])

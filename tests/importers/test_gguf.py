@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from tests.helpers.textmodels import (
     make_tiny_spm_gguf,
     smollm2_gguf,
     train_spm,
+    transformers_reference,
     write_gguf,
 )
 
@@ -115,33 +115,22 @@ def test_first_20_greedy_tokens_match_transformers_gguf_loader(smollm2) -> None:
     ids = smollm2.encode_prompt([{"role": "user", "content": STORY_PROMPT}])
     steps = generate_step(mx.array(ids), smollm2.model, max_tokens=20)
     ours = [token for token, _ in steps]
-    ref_python = REPO / ".venv-ref" / "bin" / "python"
-    assert ref_python.exists(), "run scripts/test.sh: it builds .venv-ref (torch + transformers)"
-    res = subprocess.run(
-        [str(ref_python), str(REPO / "tests" / "helpers" / "gguf_reference.py"), str(gguf), "20",
-         ",".join(map(str, ids))],
-        capture_output=True, text=True, timeout=900, check=True,
-    )  # fmt: skip
-    theirs = json.loads(res.stdout.strip().splitlines()[-1])["tokens"]
+    theirs = transformers_reference("generate", str(gguf), "20", ",".join(map(str, ids)))["tokens"]
     assert len(ours) == 20
     assert ours == theirs, (smollm2.tokenizer.decode(ours), smollm2.tokenizer.decode(theirs))
 
 
 def test_tokenizer_matches_transformers_gguf_tokenizer(smollm2) -> None:
-    from transformers import AutoTokenizer
-
-    gguf = smollm2_gguf()
-    theirs = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     texts = [
         "Hello world, 12345 and 2024!",
         "The quick brown fox\n\n  jumps  over",
         "naïve café 🚀",
     ]
-    for text in texts:
-        assert smollm2.tokenizer.encode(text) == theirs.encode(text)
     chat = [{"role": "user", "content": SMOLLM2_PARIS_PROMPT}]
-    ids = theirs.apply_chat_template(chat, add_generation_prompt=True, return_dict=False)
-    assert smollm2.encode_prompt(chat) == list(ids)
+    request = json.dumps({"texts": texts, "chat": chat})
+    theirs = transformers_reference("tokenize", str(smollm2_gguf()), request)
+    assert [smollm2.tokenizer.encode(t) for t in texts] == theirs["texts"]
+    assert smollm2.encode_prompt(chat) == theirs["chat"]
 
 
 @pytest.mark.parametrize(("bits", "group_size"), [(8, 64), (4, 32)])

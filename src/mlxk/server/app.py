@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from functools import partial
 
 from fastapi import FastAPI
@@ -111,5 +112,23 @@ def serve(settings: Settings, options: ServerOptions) -> int:
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    server.run()
+    with _quiet_signals() as received:
+        server.run()
+    if received:
+        log.info("stopped by %s", ", ".join(signal.Signals(s).name for s in received))
     return 0 if server.started else 1
+
+
+@contextmanager
+def _quiet_signals() -> Iterator[list[int]]:
+    """uvicorn handles SIGINT/SIGTERM (stop accepting, drain, shut down) and then re-raises
+    the signal to the handler that was there before it. Ours only notes it, so a requested,
+    clean shutdown ends with exit status 0 instead of dying by the signal afterwards."""
+    received: list[int] = []
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda num, _frame: received.append(num)) for sig in wanted}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

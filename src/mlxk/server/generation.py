@@ -62,22 +62,22 @@ async def next_event(sink: Sink, request: Request) -> Any:
 
 @dataclass
 class ChunkStream:
-    """The chunks of one generation; ``first`` was already received."""
+    """The chunks of one generation; ``first`` (when any) was already received."""
 
     first: GenerationChunk | None
-    sink: Sink | None
+    sink: Sink | None  # None: everything is in ``first``
     request: Request
+    ended: bool = False  # the engine's DONE was already taken from the sink
 
     async def chunks(self) -> AsyncIterator[GenerationChunk]:
         if self.first is not None:
             yield self.first
-            if self.first.finish_reason is not None and self.sink is None:
-                return
-        if self.sink is None:
+        if self.sink is None or self.ended:
             return
         while True:
             event = await next_event(self.sink, self.request)
             if event is DONE:
+                self.ended = True
                 return
             yield event
 
@@ -115,6 +115,23 @@ def _sampling(p: GenParams, max_tokens: int) -> Sampling:
     )
 
 
+def _encode(runner: Any, p: GenParams) -> list[int]:
+    """Prompt ids; a chat template that rejects the messages is the client's 400, not a 500."""
+    from jinja2 import TemplateError
+
+    try:
+        ids: list[int] = runner.encode_prompt(
+            p.messages, prompt=p.prompt, use_chat_template=p.messages is not None
+        )
+    except (TemplateError, TypeError, ValueError, KeyError) as exc:
+        if isinstance(exc, MlxkError):
+            raise
+        raise bad_param(
+            "messages", f"the model's chat template refused the messages: {exc}"
+        ) from None
+    return ids
+
+
 async def _start_text(state: ServerState, prep: PreparedRun, p: GenParams) -> Sink:
     opts = state.options
 
@@ -122,9 +139,7 @@ async def _start_text(state: ServerState, prep: PreparedRun, p: GenParams) -> Si
         entry = acquire_now(state, prep)
         try:
             runner = entry.runner
-            ids = runner.encode_prompt(
-                p.messages, prompt=p.prompt, use_chat_template=p.messages is not None
-            )
+            ids = _encode(runner, p)
             limit = token_budget(len(ids), runner.context_length, p.max_tokens, opts.max_tokens)
             return entry, ids, limit
         except BaseException:
@@ -193,16 +208,15 @@ async def start(
         raise ApiError(400, f"model '{prep.name}' is not a generative model", param="model")
     stream = ChunkStream(None, sink, request)
     try:
-        stream.first = await _first(sink, request)
+        event = await next_event(sink, request)
     except (MlxkError, ClientGone, asyncio.CancelledError):
         sink.cancel()
         raise
+    if event is DONE:  # nothing was generated at all
+        stream.ended = True
+    else:
+        stream.first = event
     return stream
-
-
-async def _first(sink: Sink, request: Request) -> GenerationChunk | None:
-    event = await next_event(sink, request)
-    return None if event is DONE else event
 
 
 async def collect(stream: ChunkStream) -> tuple[str, str, int, int]:

@@ -86,7 +86,7 @@ class ModelPool:
         self,
         key: ModelKey,
         name: str,
-        est: MemoryEstimate,
+        estimate: Callable[[], MemoryEstimate],
         load: Callable[[], Any],
         *,
         pin: bool = False,
@@ -94,6 +94,7 @@ class ModelPool:
         """The loaded model for ``key`` with one more user; loads it (after making room)."""
         entry = self._models.get(key)
         if entry is None:
+            est = estimate()  # only for a model not loaded yet: it may ask the GPU driver
             self._make_room(name, est)
             runner = load()  # may raise: nothing was reserved yet
             entry = Loaded(key, name, runner, est.needed_bytes, pin)

@@ -167,8 +167,8 @@ def _loader(state: ServerState, backend: Backend, path: Path) -> Callable[[], An
 def acquire_now(state: ServerState, prep: PreparedRun, *, pin: bool = False) -> Loaded:
     """On the engine thread: the loaded model (loaded after the budget check when needed)."""
     key = ModelKey(prep.backend, prep.record.model.path)
-    est = memory_estimate(state, prep)
-    return state.pool.acquire(key, prep.name, est, _loader(state, prep.backend, key.path), pin=pin)
+    loader = _loader(state, prep.backend, key.path)
+    return state.pool.acquire(key, prep.name, lambda: memory_estimate(state, prep), loader, pin=pin)
 
 
 async def acquire(state: ServerState, prep: PreparedRun) -> Loaded:

@@ -26,13 +26,14 @@ class RuntimeVerdict:
 def runtime_check(info: ModelInfo, files: ModelFiles, health: HealthReport) -> RuntimeVerdict:
     if not health.healthy:
         return RuntimeVerdict(False, health.reason, None)
+    if info.model_type == "embedding" and files.with_suffix(".safetensors"):
+        # mlxk's own MLX BERT encoder reads Hugging Face safetensors directly.
+        return _embedding_verdict(info)
     if info.framework is not Framework.MLX:
         hint = IMPORT_HINT.get(info.framework, "")
         return RuntimeVerdict(False, f"Incompatible framework: {info.framework.value}{hint}", None)
     if info.model_type == "embedding":
-        ok = info.embedder in SUPPORTED_EMBEDDERS
-        why = None if ok else f"Embedding model kind '{info.embedder}' is not supported yet"
-        return RuntimeVerdict(ok, why, Backend.EMBEDDINGS if ok else None)
+        return _embedding_verdict(info)
     if info.model_type == "audio" and info.audio_backend is not None:
         return _engine_verdict(info.audio_backend, info, files)
     if info.config_model_type is None:
@@ -56,3 +57,9 @@ def _engine_verdict(engine: Backend, info: ModelInfo, files: ModelFiles) -> Runt
     if mt == "voxtral" and files.has("tekken.json") and not files.has("tokenizer.json"):
         return RuntimeVerdict(False, "Voxtral without tokenizer.json (tekken.json only)", None)
     return RuntimeVerdict(True, None, engine)
+
+
+def _embedding_verdict(info: ModelInfo) -> RuntimeVerdict:
+    ok = info.embedder in SUPPORTED_EMBEDDERS
+    why = None if ok else f"Embedding model kind '{info.embedder}' is not supported yet"
+    return RuntimeVerdict(ok, why, Backend.EMBEDDINGS if ok else None)
