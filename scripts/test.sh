@@ -8,7 +8,7 @@ bash scripts/setup.sh
 if [ ! -x .venv-ref/bin/python ] || ! .venv-ref/bin/python -c "import torch, transformers, accelerate, gguf" 2>/dev/null; then
   "${PYTHON:-python3}" -m venv .venv-ref
   .venv-ref/bin/python -m pip install -q --upgrade pip
-  .venv-ref/bin/python -m pip install -q -c constraints.txt torch==2.13.0 accelerate transformers gguf sentencepiece
+  .venv-ref/bin/python -m pip install -q -c constraints.txt torch==2.13.0 accelerate==1.15.0 transformers gguf sentencepiece
 fi
 .venv/bin/ruff check src tests
 .venv/bin/mypy
