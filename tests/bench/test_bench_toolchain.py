@@ -1,0 +1,171 @@
+"""CI smoke of the benchmark toolchain: memmon, memplot and `bench text` on real (tiny) work.
+
+No timing assertions: speed is measured in benchmarks, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tests.conftest import REPO
+
+SCHEMA = REPO / "benchmarks" / "schema" / "bench-record.v1.json"
+ALLOC_MB = 50
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# allocate and touch 50 MB, hold it for half a second, exit with the code given
+ALLOC = (
+    "import sys, time\n"
+    f"b = bytearray({ALLOC_MB} * 1024 * 1024)\n"
+    "for i in range(0, len(b), 4096): b[i] = 1\n"
+    "time.sleep(0.5)\n"
+    "sys.exit(int(sys.argv[1]))\n"
+)
+
+
+def bench_cli(args: list[str], env: dict[str, str] | None = None,
+              **kw: object) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """The bench commands as `mlxk ...` (commands_bench defers to mlxk's main once registered)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mlxk.cli.commands_bench", *args],
+        env=env, capture_output=True, text=True, timeout=kw.pop("timeout", 300), **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def memmon_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("memmon") / "m.jsonl"
+    res = bench_cli(
+        ["memmon", "-i", "50ms", "-o", str(out), "--", sys.executable, "-c", ALLOC, "0"]
+    )
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def test_memmon_records_samples_and_a_summary_with_the_peak(memmon_file: Path) -> None:
+    rows = read_lines(memmon_file)
+    header, samples, summary = rows[0], rows[1:-1], rows[-1]
+    assert header["type"] == "header" and header["schema"] == "mlxk.memmon.v1"
+    assert header["cmd"][0] == sys.executable
+    assert len(samples) >= 3 and all(s["type"] == "sample" for s in samples)
+    assert all(s["rss_bytes"] > 0 and s["sys_total_bytes"] > 0 for s in samples)
+    assert [s["t"] for s in samples] == sorted(s["t"] for s in samples)
+    assert summary["type"] == "summary" and summary["exit_code"] == 0
+    assert summary["peak_rss_bytes"] >= ALLOC_MB * 1024 * 1024
+    assert summary["peak_rss_bytes"] == max(s["rss_bytes"] for s in samples)
+    assert summary["samples"] == len(samples)
+
+
+def test_memmon_exits_with_the_childs_code(tmp_path: Path) -> None:
+    out = tmp_path / "fail.jsonl"
+    res = bench_cli(["memmon", "-o", str(out), "--", sys.executable, "-c", "raise SystemExit(7)"])
+    assert res.returncode == 7
+    assert read_lines(out)[-1]["exit_code"] == 7
+
+
+def test_memmon_forwards_sigterm_to_the_child(tmp_path: Path) -> None:
+    out = tmp_path / "term.jsonl"
+    marker = tmp_path / "started"
+    code = f"import pathlib, time; pathlib.Path({str(marker)!r}).touch(); time.sleep(60)"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlxk.cli.commands_bench", "memmon", "-o", str(out), "--",
+         sys.executable, "-c", code],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    summary = read_lines(out)[-1]
+    assert summary["signal"] == signal.SIGTERM and summary["exit_code"] == 128 + signal.SIGTERM
+
+
+def test_memmon_refuses_a_missing_command(tmp_path: Path) -> None:
+    res = bench_cli(["memmon", "-o", str(tmp_path / "x.jsonl"), "--", "no-such-command-xyz"])
+    assert res.returncode == 2 and "command not found" in res.stderr
+
+
+def test_memplot_draws_png_and_self_contained_html(memmon_file: Path, tmp_path: Path) -> None:
+    png, page = tmp_path / "m.png", tmp_path / "m.html"
+    assert bench_cli(["memplot", str(memmon_file), "-o", str(png)]).returncode == 0
+    data = png.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width >= 600 and height >= 300
+    assert bench_cli(["memplot", str(memmon_file), "-o", str(page)]).returncode == 0
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "<svg" in html and "peak_rss_bytes" in html
+    assert "<script" not in html and "http://cdn" not in html and "https://cdn" not in html
+
+
+def test_memplot_refuses_other_formats(memmon_file: Path, tmp_path: Path) -> None:
+    res = bench_cli(["memplot", str(memmon_file), "-o", str(tmp_path / "m.gif")])
+    assert res.returncode == 2 and ".png or .html" in res.stderr
+
+
+def test_bench_text_on_a_tiny_model_writes_valid_records(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from tests.helpers.textmodels import make_tiny_qwen2
+
+    model = make_tiny_qwen2(tmp_path / "tiny-qwen2")
+    # an unquantized HF layout counts as PyTorch unless its README says MLX
+    (model / "README.md").write_text("---\nlibrary_name: mlx\n---\n")
+    out = tmp_path / "b.jsonl"
+    args = ["bench", "text", "--model", str(model), "--repeats", "2", "--prompt-tokens", "16",
+            "--max-tokens", "8", "--bandwidth-gbs", "10", "-o", str(out), "--results-dir",
+            str(tmp_path / "results")]  # fmt: skip
+    res = bench_cli(args, env)
+    assert res.returncode == 0, res.stderr
+    records = read_lines(out)
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
+    for rec in records:
+        validator.validate(rec)
+    subject, anchor = records[0], records[1]
+    assert subject["engine"] == "mlxk" and subject["role"] == "subject"
+    assert anchor["role"] == "anchor" and subject["anchor"]["name"] == anchor["engine"]
+    assert subject["workload"]["max_tokens"] == 8 and subject["stats"]["decode_tok_s"]["n"] == 2
+    assert subject["phases"]["load_s"] > 0 and subject["throughput"]["decode_tok_s"] > 0
+    assert subject["quality"]["greedy_equal_to_anchor"] is True
+    assert subject["extra"]["roofline"]["bandwidth_gbs"] == 10
+    assert (tmp_path / "results" / "text-decode-cpu.md").read_text().startswith("# text-decode")
+
+
+def test_bench_text_with_a_random_llama_reports_the_bandwidth_bound(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    args = [
+        "bench",
+        "text",
+        "--random-llama",
+        "tiny",
+        "--dtype",
+        "4bit",
+        "--repeats",
+        "1",
+        "--prompt-tokens",
+        "8",
+        "--max-tokens",
+        "4",
+        "--bandwidth-gbs",
+        "100",
+        "-o",
+        str(out),
+    ]
+    res = bench_cli(args)
+    assert res.returncode == 0, res.stderr
+    subject = read_lines(out)[0]
+    assert subject["model"]["quantization"] == {"group_size": 64, "bits": 4}
+    roof = subject["extra"]["roofline"]
+    assert roof["bytes_per_token"] == subject["memory"]["param_bytes"] > 0
+    assert 0 < roof["pct_of_bound"] < 100
