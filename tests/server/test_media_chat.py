@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from PIL import Image
 from tests.server.conftest import SPEECH, Server
-from tests.server.test_audio import SHORT, wer
+from tests.server.test_server_audio import SHORT, wer
 
 pytestmark = pytest.mark.slow
 
