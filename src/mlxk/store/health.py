@@ -178,8 +178,8 @@ def _tokenizer(model: LocalModel, files: ModelFiles) -> str | None:
         return None
     path = model.path / "tokenizer.json"
     try:
-        if files.stats["tokenizer.json"].size > 1 << 20 and not files.thorough:
-            _check_json_ends(path)  # large: a cheap check in `list`, a full parse in `health`
+        if not files.thorough:
+            _check_json_ends(path)  # a cheap check in `list`, a full parse in `health`
         else:
             with path.open("rb") as fh:
                 json.load(fh)
@@ -193,7 +193,8 @@ def _tokenizer(model: LocalModel, files: ModelFiles) -> str | None:
 def _check_json_ends(path: Path) -> None:
     with path.open("rb") as fh:
         head = fh.read(64).lstrip()
-        fh.seek(-64, os.SEEK_END)
+        end = fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, end - 64))
         tail = fh.read().rstrip()
     if not (head.startswith(b"{") and tail.endswith(b"}")):
         raise ValueError("truncated JSON")
