@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="libopenblas0-pthread ffmpeg espeak-ng sox"
+APT_PACKAGES="libopenblas0-pthread ffmpeg espeak-ng sox chromium"
 if [ "$(uname -s)" = "Linux" ] && command -v apt-get >/dev/null; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   missing=$(for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)

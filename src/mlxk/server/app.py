@@ -24,7 +24,7 @@ from mlxk.server.options import (
     max_request_bytes,
     validate,
 )
-from mlxk.server.routes import audio, chat, completions, embeddings, health, models
+from mlxk.server.routes import audio, chat, completions, embeddings, health, models, ui
 from mlxk.server.service import ServerState, acquire_now, build_state, prepare_any
 
 log = logging.getLogger("mlxk.server")
@@ -70,6 +70,7 @@ def create_app(
     # add_middleware wraps: the last added is the outermost.
     app.add_middleware(BodyLimit, limit=max_request_bytes(settings))
     app.add_middleware(ApiKey, key=options.api_key)
+    app.add_middleware(ui.WebUi)  # the page at / (routes/ui.py): public, so outside the key
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(options.cors_origins),

@@ -1,0 +1,537 @@
+"""The web page at ``/`` end to end: a real ``mlxk serve`` (with an API key) and real models,
+driven through Debian's Chromium (headless, Playwright's sync API) with a fake microphone that
+plays a real speech clip.
+
+One server and one browser serve the whole module; the tests run in file order and share the
+page (the key entered in the first one stays in the browser's localStorage).
+
+Set ``MLXK_UI_SCREENSHOT=docs/web-ui.png`` to (re)write the screenshot the README shows.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import numpy as np
+import playwright.sync_api as playwright_api
+import pytest
+import soundfile as sf
+from PIL import Image, ImageDraw
+from tests.conftest import RealModels
+from tests.server.conftest import REPO, SPEECH, Server, base_env, fill_home, start_server
+
+expect = playwright_api.expect
+
+pytestmark = pytest.mark.slow
+
+KEY = "ui-test-key-0123456789"
+CLIP = SPEECH / "a_man_said_to_the_universe_sir_i_exist.wav"
+CHROMIUM = os.environ.get("MLXK_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    f"--use-file-for-fake-audio-capture={CLIP}",
+]
+MODELS = {"smollm2", "tiny-omni", "tiny-qwen2-vl", "whisper-tiny.en"}
+SLOW = 180_000  # ms: a model's first request loads it, on a busy 2-core CPU
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, copy_function=link)
+
+
+@pytest.fixture(scope="module")
+def ui_home(real_models: RealModels, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace home with SmolLM2, Whisper tiny.en (real weights) and the tiny random
+    qwen2-vl (vision) and gemma4 omni (vision + audio) models.
+
+    MLXK_TEST_SERVER_HOME (the server tests' shared home) is used as is when set.
+    """
+    given = os.environ.get("MLXK_TEST_SERVER_HOME")
+    if given:
+        fill_home(Path(given))
+        return Path(given)
+    home = tmp_path_factory.mktemp("ui-home")
+    ws = home / "ws"
+    for d in (ws, home / "hf" / "hub", home / "tmp"):
+        d.mkdir(parents=True, exist_ok=True)
+    code = (
+        f"import sys; from pathlib import Path; sys.path.insert(0, {str(REPO)!r});"
+        "from tests.helpers.tinyvlm import make_tiny_qwen2_vl, make_tiny_gemma4_omni;"
+        f"make_tiny_qwen2_vl(Path({str(ws / 'tiny-qwen2-vl')!r}));"
+        f"make_tiny_gemma4_omni(Path({str(ws / 'tiny-omni')!r}))"
+    )
+    tiny = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=base_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    for name in ("smollm2", "whisper-tiny.en"):  # imported once per session, linked here
+        _link_tree(real_models.path(name), ws / name)
+    out, _ = tiny.communicate(timeout=600)
+    assert tiny.returncode == 0, out[-3000:]
+    return home
+
+
+@pytest.fixture(scope="module")
+def server(ui_home: Path) -> Iterator[Server]:
+    t0 = time.monotonic()
+    srv = start_server(
+        ui_home,
+        ["--api-key", KEY, "--model", "smollm2", "--model", "whisper-tiny.en"],
+        api_key=KEY,
+    )
+    print(f"\nmlxk serve with 2 pinned models answered /health after {time.monotonic() - t0:.1f} s")
+    yield srv
+    srv.stop()
+
+
+class Browser:
+    """The page plus what it did: API requests (with their Authorization), console, errors."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.api_calls: list[tuple[str, str, str | None]] = []  # method, path, authorization
+        self.console: list[str] = []
+        self.errors: list[str] = []
+        page.on("request", self._request)
+        page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def _request(self, req: Any) -> None:
+        path = re.sub(r"^https?://[^/]+", "", req.url)
+        if path.startswith("/v1/"):
+            self.api_calls.append((req.method, path, req.headers.get("authorization")))
+
+    def calls_since(self, n: int) -> list[tuple[str, str, str | None]]:
+        return self.api_calls[n:]
+
+
+@pytest.fixture(scope="module")
+def browser(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no chromium at {CHROMIUM}: scripts/setup.sh installs it (or set MLXK_CHROMIUM)")
+    profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh user-data-dir
+    with playwright_api.sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=BROWSER_ARGS,
+            viewport={"width": 1100, "height": 860},
+            device_scale_factor=1,
+            permissions=["microphone"],
+        )
+        page = ctx.new_page()
+        page.set_default_timeout(30_000)
+        b = Browser(page)
+        yield b
+        ctx.close()
+
+
+def _use_model(page: Any, model: str) -> None:
+    page.select_option("#model", model)
+    expect(page.locator("#model-info .facts")).to_contain_text("mlx-")
+
+
+def _set(page: Any, temperature: str, max_tokens: str) -> None:
+    page.click("#settings summary")
+    page.fill("#temperature", temperature)
+    page.fill("#max-tokens", max_tokens)
+    page.click("#settings summary")  # close it again (keyboard users: Enter on the summary)
+
+
+def _bubbles(page: Any) -> int:
+    return int(page.locator(".msg.assistant").count())
+
+
+def _answer(page: Any, index: int) -> Any:
+    """The assistant bubble number ``index`` (0-based), once it is finished (done or error)."""
+    bubble = page.locator(".msg.assistant").nth(index)
+    expect(bubble).to_have_attribute("data-state", re.compile("done|error"), timeout=SLOW)
+    return bubble
+
+
+def _similarity(pcm: Any, clip: Any, size: int = 4000) -> Any:
+    """For each voiced 0.25 s window of the clip: its best normalized correlation anywhere in
+    the recording. Windows, not the whole clip: under CPU load Chromium's fake capture device
+    now and then repeats or drops a 10 ms buffer, which shifts the rest of the recording."""
+    energy = np.concatenate([[0.0], np.cumsum(pcm.astype(np.float64) ** 2)])
+    local = np.sqrt(np.maximum(energy[size:] - energy[:-size], 0))
+    out = []
+    for start in range(0, len(clip) - size, size):
+        ref = clip[start : start + size]
+        norm = float(np.linalg.norm(ref))
+        if norm < 0.2 * float(np.linalg.norm(clip)) / np.sqrt(len(clip) / size):
+            continue  # (near) silence says nothing
+        n = len(pcm) + size
+        corr = np.fft.irfft(np.fft.rfft(pcm, n) * np.conj(np.fft.rfft(ref, n)), n)
+        corr = corr[: len(pcm) - size + 1]
+        ok = local > 0.3 * norm  # skip quiet stretches of the recording (noise over noise)
+        out.append(float(np.max(np.where(ok, corr / (local * norm + 1e-12), 0.0))))
+    return np.array(out)
+
+
+def _png(path: Path) -> Path:
+    img = Image.new("RGB", (96, 64), (250, 250, 250))
+    d = ImageDraw.Draw(img)
+    d.rectangle((8, 8, 56, 56), fill=(220, 40, 40))
+    d.ellipse((48, 16, 88, 56), fill=(40, 90, 220))
+    img.save(path, "PNG")
+    return path
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_page_and_files_are_public_api_is_not(server: Server) -> None:
+    """`/`, app.js and app.css come without a key, with their types and a 'self'-only CSP;
+    the API beside them still refuses a request without the key."""
+    types = {"/": "text/html", "/ui/app.js": "text/javascript", "/ui/app.css": "text/css"}
+    for path, media in types.items():
+        r = httpx.get(server.url + path, timeout=10)
+        assert r.status_code == 200, (path, r.status_code)
+        assert r.headers["content-type"].startswith(media)
+        csp = r.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "script-src 'self'" in csp
+        assert "unsafe-inline" not in csp and "unsafe-eval" not in csp and "http" not in csp
+        assert r.headers["x-content-type-options"] == "nosniff"
+        again = httpx.get(server.url + path, headers={"If-None-Match": r.headers["etag"]})
+        assert again.status_code == 304
+    html = httpx.get(server.url + "/").text
+    assert '<script src="/ui/app.js"' in html and "<script>" not in html and "style=" not in html
+    assert httpx.get(server.url + "/v1/models", timeout=10).status_code == 401
+    assert httpx.post(server.url + "/", timeout=10).status_code == 401  # only GET/HEAD are open
+
+
+def test_api_key_missing_wrong_and_right(browser: Browser, server: Server) -> None:
+    page = browser.page
+    response = page.goto(server.url + "/")
+    assert response is not None and response.status == 200
+    # No key stored: the page says the server needs one and asks for it.
+    expect(page.locator("#auth")).to_be_visible()
+    expect(page.locator("#auth-message")).to_contain_text("needs an API key")
+    expect(page.locator("#error")).to_contain_text("401")
+    expect(page.locator("#api-key")).to_be_focused()
+    expect(page.locator("#model option")).to_have_count(0)
+    # A wrong key: refused, and the page says so.
+    page.fill("#api-key", "wrong-key-00000")
+    page.click("#auth-form button[type=submit]")
+    expect(page.locator("#auth-message")).to_contain_text("did not accept the API key")
+    expect(page.locator("#auth-message")).to_contain_text("401")
+    expect(page.locator("#model option")).to_have_count(0)
+    expect(page.locator("#status")).to_contain_text("Waiting for an API key")
+    # The right key (typed, Enter): the models appear with their capabilities.
+    page.fill("#api-key", KEY)
+    page.press("#api-key", "Enter")
+    expect(page.locator("#auth")).to_be_hidden()
+    expect(page.locator("#error")).to_be_hidden()
+    options = page.locator("#model option")
+    expect(options).not_to_have_count(0)
+    assert set(options.evaluate_all("os => os.map(o => o.value)")) >= MODELS
+    texts = options.all_inner_texts()
+    assert any(t.startswith("tiny-qwen2-vl") and "vision" in t for t in texts), texts
+    assert any(t.startswith("whisper-tiny.en") and "audio" in t for t in texts), texts
+    assert page.evaluate("localStorage.getItem('mlxk.apiKey')") == KEY
+    auths = [a for _, path, a in browser.api_calls if path == "/v1/models"]
+    assert auths[:3] == [None, "Bearer wrong-key-00000", f"Bearer {KEY}"], auths
+    # The key survives a reload: no prompt the second time.
+    page.reload()
+    expect(page.locator("#model option")).not_to_have_count(0)
+    expect(page.locator("#auth")).to_be_hidden()
+
+
+def test_microphone_recording_is_transcribed_by_whisper(browser: Browser) -> None:
+    page = browser.page
+    seen = len(browser.api_calls)
+    page.click("#new-chat")
+    _use_model(page, "whisper-tiny.en")
+    page.click("#mic")
+    expect(page.locator("#mic")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#status")).to_contain_text("Recording")
+    page.wait_for_timeout(5200)  # the clip is 4.65 s; the fake microphone loops it
+    page.click("#mic")
+    expect(page.locator("#mic")).to_have_attribute("aria-pressed", "false")
+    expect(page.locator("#attachments li[data-kind=audio]")).to_have_count(1)
+    expect(page.locator("#status")).to_contain_text("16 kHz mono 16-bit WAV")
+    bodies: list[bytes] = []
+
+    def keep_body(route: Any) -> None:  # look at what the page sends; the server answers it
+        bodies.append(route.request.post_data_buffer or b"")
+        route.continue_()
+
+    page.route("**/v1/audio/transcriptions", keep_body)
+    t0 = time.monotonic()
+    page.click("#send")
+    done = _answer(page, 0)
+    expect(done).to_have_class(re.compile("transcript"))
+    expect(done).to_have_attribute("data-state", "done")
+    page.unroute("**/v1/audio/transcriptions")
+    print(f"\ntranscript after {time.monotonic() - t0:.1f} s")
+    text = done.locator(".transcript-text").inner_text()
+    assert "universe" in text.lower(), text
+    stamps = done.locator(".segments .ts").all_inner_texts()
+    assert stamps and all(re.fullmatch(r"\d+:\d\d\.\d – \d+:\d\d\.\d", s) for s in stamps), stamps
+    assert all(a == f"Bearer {KEY}" for _, _, a in browser.calls_since(seen))
+
+    # What was sent: multipart with model, verbose_json and a 16 kHz mono 16-bit PCM WAV that
+    # is the clip itself (the browser's 44.1/48 kHz capture, resampled by app.js).
+    (body,) = bodies
+    for field, value in (("model", b"whisper-tiny.en"), ("response_format", b"verbose_json")):
+        assert re.search(rb'name="' + field.encode() + rb'"\r\n\r\n' + re.escape(value), body)
+    wav = body[body.index(b"RIFF") :]
+    assert wav[8:16] == b"WAVEfmt " and wav[36:40] == b"data"
+    fmt, channels = int.from_bytes(wav[20:22], "little"), int.from_bytes(wav[22:24], "little")
+    rate, bits = int.from_bytes(wav[24:28], "little"), int.from_bytes(wav[34:36], "little")
+    assert (fmt, channels, rate, bits) == (1, 1, 16000, 16)
+    size = int.from_bytes(wav[40:44], "little")
+    pcm = np.frombuffer(wav[44 : 44 + size], "<i2").astype(np.float32) / 32768
+    assert 4.5 < len(pcm) / 16000 < 8, len(pcm)
+    scores = _similarity(pcm, sf.read(CLIP, dtype="float32")[0])
+    median = float(np.median(scores))
+    print(f"recorded {len(pcm) / 16000:.2f} s; similarity to the clip: median {median:.3f}")
+    assert median > 0.95 and np.mean(scores > 0.9) >= 0.75, scores
+
+
+def test_streaming_chat_with_smollm2(browser: Browser, tmp_path: Path) -> None:
+    page = browser.page
+    seen = len(browser.api_calls)
+    _use_model(page, "smollm2")
+    _set(page, "0", "64")
+    # Every distinct text of the answer while it streams, as the DOM showed it.
+    page.evaluate(
+        """() => {
+        window.__seen = [];
+        const log = document.getElementById('log');
+        new MutationObserver(() => {
+          const b = [...log.querySelectorAll('.msg.assistant')].pop();
+          if (!b || b.dataset.state !== 'streaming') return;
+          const t = b.querySelector('.body').textContent;
+          if (t && window.__seen[window.__seen.length - 1] !== t) window.__seen.push(t);
+        }).observe(log, {subtree: true, childList: true, characterData: true, attributes: true});
+      }"""
+    )
+    page.fill("#message", "What is the capital of France?")
+    before = _bubbles(page)
+    t0 = time.monotonic()
+    with page.expect_response("**/v1/chat/completions") as resp_info:
+        page.press("#message", "Enter")  # Enter sends
+    resp = resp_info.value
+    assert resp.status == 200 and resp.headers["content-type"].startswith("text/event-stream")
+    sent = json.loads(resp.request.post_data or "{}")
+    assert sent["stream"] is True and sent["temperature"] == 0 and sent["max_tokens"] == 64
+    answer = _answer(page, before)
+    expect(answer).to_have_attribute("data-state", "done")
+    final = answer.locator(".body").inner_text()
+    updates: list[str] = page.evaluate("window.__seen")
+    print(
+        f"\nchat answered in {time.monotonic() - t0:.1f} s with {len(updates)} DOM updates: {final!r}"
+    )
+    assert "Paris" in final
+    assert len(updates) > 1, updates  # streamed: the text grew in several steps
+    assert len(updates[0]) < len(final.strip()), updates
+    assert all(final.strip().startswith(u.strip()[:10]) for u in updates), updates
+    expect(answer.locator(".meta")).to_contain_text("tokens")
+    assert all(a == f"Bearer {KEY}" for _, _, a in browser.calls_since(seen))
+
+    # The screenshot for the docs: the transcript above, this chat, one answer with Markdown.
+    target = os.environ.get("MLXK_UI_SCREENSHOT")
+    if target:
+        _set(page, "0", "110")
+        page.fill("#message", "Give me three tips for visiting Paris, as a numbered list.")
+        page.press("#message", "Enter")
+        expect(_answer(page, before + 1).locator("ol")).not_to_have_count(0)
+        page.fill("#message", "And what is the Louvre?")
+        page.locator("#message").blur()
+        page.set_viewport_size({"width": 1100, "height": 960})  # the whole conversation
+        page.evaluate("document.getElementById('log').scrollTop = 1e6")
+        page.wait_for_timeout(300)
+    shot = Path(target) if target else tmp_path / "web-ui.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shot))
+    with Image.open(shot) as im:
+        size = page.viewport_size
+        assert size and im.size == (size["width"], size["height"])
+        assert len(im.convert("L").getcolors(65536) or []) > 20  # not blank
+
+
+def test_audio_file_to_whisper_and_a_recording_to_an_omni_model(browser: Browser) -> None:
+    page = browser.page
+    mp3 = SPEECH / "a_man_said_to_the_universe_sir_i_exist.mp3"
+    page.click("#new-chat")
+    # An uploaded file goes to Whisper as it is (multipart, the original bytes and name).
+    _use_model(page, "whisper-tiny.en")
+    page.set_input_files("#audio-input", str(mp3))
+    expect(page.locator("#attachments li[data-kind=audio]")).to_contain_text(mp3.name)
+    bodies: list[bytes] = []
+
+    def keep_body(route: Any) -> None:
+        bodies.append(route.request.post_data_buffer or b"")
+        route.continue_()
+
+    page.route("**/v1/audio/transcriptions", keep_body)
+    page.click("#send")
+    done = _answer(page, 0)
+    page.unroute("**/v1/audio/transcriptions")
+    expect(done).to_have_attribute("data-state", "done")
+    expect(done.locator(".transcript-text")).to_contain_text("universe", ignore_case=True)
+    (body,) = bodies  # (Chromium reports a file from disk without its bytes: the name and type)
+    assert f'filename="{mp3.name}"\r\nContent-Type: audio/mpeg'.encode() in body
+
+    # A recording to an omni chat model: an input_audio part, base64 WAV, format "wav".
+    _use_model(page, "tiny-omni")
+    expect(page.locator("#model-info")).to_contain_text("Chat with text, images and audio")
+    _set(page, "0", "12")
+    page.click("#mic")
+    expect(page.locator("#mic")).to_have_attribute("aria-pressed", "true")
+    page.wait_for_timeout(1500)
+    page.click("#mic")
+    expect(page.locator("#attachments li[data-kind=audio]")).to_have_count(1)
+    page.fill("#message", "What is said in this clip?")
+    with page.expect_request("**/v1/chat/completions") as req_info:
+        page.press("#message", "Enter")
+    content = json.loads(req_info.value.post_data or "{}")["messages"][-1]["content"]
+    assert content[0] == {"type": "text", "text": "What is said in this clip?"}
+    part = content[1]
+    assert part["type"] == "input_audio" and part["input_audio"]["format"] == "wav"
+    wav = base64.b64decode(part["input_audio"]["data"])
+    assert wav[:4] == b"RIFF" and int.from_bytes(wav[24:28], "little") == 16000
+    answer = _answer(page, 1)  # a random tiny model: any text, but a finished answer
+    expect(answer).to_have_attribute("data-state", "done")
+    expect(answer.locator(".meta")).to_contain_text("tokens")
+
+    # The conversation goes on with a text-only model: the earlier clip becomes a note.
+    _use_model(page, "smollm2")
+    page.fill("#message", "Thanks!")
+    with page.expect_request("**/v1/chat/completions") as req_info:
+        page.press("#message", "Enter")
+    expect(page.locator("#status")).to_contain_text("Earlier audio clips are left out")
+    sent = json.loads(req_info.value.post_data or "{}")["messages"]
+    assert sent[0]["content"] == "What is said in this clip?\n[an audio clip]"
+    expect(_answer(page, 2)).to_have_attribute("data-state", "done")
+
+
+def test_image_for_vision_model_and_capability_mismatch(browser: Browser, tmp_path: Path) -> None:
+    page = browser.page
+    png = _png(tmp_path / "shapes.png")
+    page.click("#new-chat")
+    _use_model(page, "tiny-qwen2-vl")
+    expect(page.locator("#model-info")).to_contain_text("vision")
+    _set(page, "0", "24")
+    page.set_input_files("#image-input", str(png))
+    expect(page.locator("#attachments li[data-kind=image] img")).to_have_count(1)
+    page.fill("#message", "What is in this picture?")
+    t0 = time.monotonic()
+    with page.expect_request("**/v1/chat/completions") as req_info:
+        page.click("#send")
+    content = json.loads(req_info.value.post_data or "{}")["messages"][-1]["content"]
+    assert content[0] == {"type": "text", "text": "What is in this picture?"}
+    assert content[1]["type"] == "image_url"
+    assert content[1]["image_url"]["url"].startswith("data:image/png;base64,")
+    answer = _answer(page, 0)
+    expect(answer).to_have_attribute("data-state", "done")
+    print(f"\nvision answer (random tiny model) after {time.monotonic() - t0:.1f} s")
+    expect(answer.locator(".meta")).to_contain_text("tokens")
+    expect(page.locator(".msg.user img")).to_have_count(1)
+    expect(page.locator("#error")).to_be_hidden()
+
+    # The same image to a text-only model: the server's 400 message is shown.
+    page.click("#new-chat")
+    _use_model(page, "smollm2")
+    page.set_input_files("#image-input", str(png))
+    page.fill("#message", "Describe this image.")
+    page.click("#send")
+    error = page.locator("#error")
+    expect(error).to_be_visible(timeout=SLOW)
+    expect(error).to_contain_text("400")
+    expect(error).to_contain_text("does not support image input")
+    expect(error).to_contain_text("tiny-qwen2-vl")  # the server names the models that can
+    expect(page.locator(".msg.assistant.failed")).to_contain_text("does not support image input")
+    expect(page.locator(".msg.user.unsent")).to_have_count(1)
+    # Recovered: the refused turn is not part of the conversation, text still works.
+    _set(page, "0", "12")
+    page.fill("#message", "Say hello.")
+    page.click("#send")
+    expect(_answer(page, 1)).to_have_attribute("data-state", "done")
+    expect(page.locator("#error")).to_be_hidden()
+
+
+def test_too_large_upload_shows_the_413(browser: Browser, tmp_path: Path) -> None:
+    """The module's server allows 4 MiB of audio (the server tests' limits): 4.5 MiB is a 413."""
+    page = browser.page
+    big = tmp_path / "long.wav"
+    sf.write(big, np.zeros(int(4.5 * 2**20 / 2), np.int16), 16000, subtype="PCM_16")
+    page.click("#new-chat")
+    _use_model(page, "whisper-tiny.en")
+    page.set_input_files("#audio-input", str(big))
+    page.click("#send")
+    error = page.locator("#error")
+    expect(error).to_be_visible(timeout=SLOW)
+    expect(error).to_contain_text("Too large (413)")
+    expect(error).to_contain_text("limit")
+    expect(error).to_contain_text("shorter recording or a smaller file")
+    expect(_answer(page, 0)).to_have_class(re.compile("failed"))
+
+
+def test_markdown_is_rendered_safely(browser: Browser) -> None:
+    render = "(s) => window.mlxkUi.renderMarkdown(s)"
+    page = browser.page
+    html = page.evaluate(render, "**bold** and `code` and *it*\n\n- a\n- b\n\n```py\nx < 1\n```")
+    assert "<strong>bold</strong>" in html and "<code>code</code>" in html and "<em>it</em>" in html
+    assert "<ul><li>a</li><li>b</li></ul>" in html
+    assert '<pre><code data-lang="py">x &lt; 1</code></pre>' in html
+    evil = page.evaluate(
+        render,
+        '<img src=x onerror="alert(1)"> [x](javascript:alert(1)) <script>alert(2)</script>'
+        ' [ok](https://example.org/a?b=1&c="2")',
+    )
+    assert "<img" not in evil and "<script" not in evil and 'href="javascript' not in evil
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in evil
+    assert '<a href="https://example.org/a?b=1&amp;c=&quot;2&quot;"' in evil
+
+
+def test_controls_are_labelled_and_nothing_broke(browser: Browser) -> None:
+    page = browser.page
+    unlabelled = page.evaluate(
+        """() => [...document.querySelectorAll('input:not([type=file]), select, textarea, button')]
+          .filter(e => !e.closest('[hidden]'))
+          .filter(e => !((e.labels && e.labels.length) || e.getAttribute('aria-label')
+                         || (e.tagName === 'BUTTON' && e.textContent.trim())))
+          .map(e => e.id || e.outerHTML.slice(0, 60))"""
+    )
+    assert unlabelled == []
+    # Keyboard: the picker and its reload button are neighbours in the tab order.
+    page.focus("#refresh")
+    page.keyboard.press("Shift+Tab")
+    assert page.evaluate("document.activeElement.id") == "model"
+    # No script errors and no Content-Security-Policy violations in the whole session.
+    assert browser.errors == []
+    assert not [c for c in browser.console if "Content Security Policy" in c], browser.console
+    refused = re.compile(r"Failed to load resource: .* status of (400|401|413) ")
+    unexpected = [c for c in browser.console if c.startswith("error") and not refused.search(c)]
+    assert unexpected == [], browser.console
