@@ -122,6 +122,24 @@ class MediaTooLargeError(MediaError):
     http_status = 413
 
 
+class ImageBombError(MediaTooLargeError):
+    """An image whose header declares more pixels than may be decoded (a decompression bomb).
+
+    A malformed input field rather than an oversized upload, hence 400 (security battery #9).
+    """
+
+    type = "image_too_many_pixels"
+    http_status = 400
+
+
+class InlineDataTooLargeError(MediaTooLargeError):
+    """A base64 string in a JSON body over its limit: a bad field (400, security battery #10),
+    unlike an oversized upload body (413)."""
+
+    type = "inline_data_too_large"
+    http_status = 400
+
+
 class MemoryGateError(MlxkError):
     """The model does not fit in the memory available; refused before loading."""
 

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
-from mlxk.errors import MediaError, MediaTooLargeError
+from mlxk.errors import ImageBombError, InlineDataTooLargeError, MediaError, MediaTooLargeError
 
 ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO]
 
@@ -225,7 +225,7 @@ def _open(data: bytes, fmt: str, max_pixels: int, label: str) -> Image.Image:
         try:
             img = Image.open(io.BytesIO(data), formats=list(_FORMATS[fmt][0]))
         except Image.DecompressionBombError:
-            raise MediaTooLargeError(
+            raise ImageBombError(
                 f"{label}: image has too many pixels to decode safely"
             ) from None
         except _DECODE_ERRORS as exc:
@@ -236,7 +236,7 @@ def _open(data: bytes, fmt: str, max_pixels: int, label: str) -> Image.Image:
     if width <= 0 or height <= 0:
         raise MediaError(f"{label}: image has no pixels ({width}x{height})")
     if width * height > max_pixels:
-        raise MediaTooLargeError(
+        raise ImageBombError(
             f"{label}: image is {width}x{height} ({width * height / 1e6:.1f} megapixels), over "
             f"the limit of {max_pixels / 1e6:g} megapixels",
             limit_pixels=max_pixels,
@@ -404,6 +404,6 @@ def _decode_base64(payload: str, max_bytes: int) -> bytes:
 
 
 def _data_too_large(limit: int) -> MediaTooLargeError:
-    return MediaTooLargeError(
+    return InlineDataTooLargeError(
         f"data: URL payload is larger than the limit of {limit / 2**20:.4g} MiB", limit_bytes=limit
     )
