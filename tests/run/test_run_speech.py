@@ -136,6 +136,10 @@ def test_translate_on_tiny_en_is_refused_before_loading(real_models: RealModels)
 
 
 def test_translate_runs_on_whisper_base(real_models: RealModels) -> None:
+    real_models.path("whisper-base")
+    shown = json.loads(run_cli(["show", "whisper-base", "--json"], real_models.env).stdout)["data"]
+    assert "audio-translate-en" in shown["model"]["capabilities"]
+    assert shown["backends"] == {"audio": "mlx-audio"} and shown["model"]["runtime_compatible"]
     res = run_cli(["run", "whisper-base", "--audio", str(DATA / f"{SHORT}.wav"), "--translate", "--json"], real_models.env)
     assert res.returncode == 0, res.stderr
     result = json.loads(res.stdout)["data"]["results"][0]
