@@ -91,6 +91,9 @@ def convert_model(
 def _run_mode(
     mode: str, src: Path, out: Path, bits: int | None, group: int, dtype: str | None
 ) -> str | None:
+    from mlxk.backends.platform import setup_platform
+
+    setup_platform()  # before mlx loads: the BLAS preload and library settings
     from mlxk.backends import convert as engine
 
     if mode == "repair-index":

@@ -55,6 +55,7 @@ def import_model(
 ) -> ImportResult:
     src = src.expanduser().absolute()
     fmt = detect_format(src)
+    _prepare_platform(settings)
     if dst is not None:
         target = target_path(settings, dst, "")
         ensure_outside_cache(settings, target, "target")
@@ -71,6 +72,13 @@ def import_model(
         _write_import_sentinel(tmp, src, fmt, sha, details)
     final = holder if dst is not None else _move_to_named(holder, scratch_parent / _slug(name))
     return ImportResult(str(src), final, fmt, name, sha, details)
+
+
+def _prepare_platform(settings: Settings) -> None:
+    """Importers use MLX and transformers: set the platform up first (BLAS before mlx)."""
+    from mlxk.backends.platform import setup_platform
+
+    setup_platform(settings)
 
 
 def _run_importer(
