@@ -45,6 +45,7 @@ class RunOptions:
     max_tokens: int | None = None
     use_chat_template: bool = True
     word_timestamps: bool = False
+    embeddings: bool = False
     chunk: int = 1
     stop: Sequence[str] = field(default_factory=tuple)
 
@@ -69,8 +70,7 @@ def _label(rec: ModelRecord) -> str:
     return m.name if m.cached else (m.display_name or m.name)
 
 
-def prepare(settings: Settings, spec: str, opts: RunOptions) -> PreparedRun:
-    """Everything that can refuse a run, before any weights are loaded."""
+def _runnable_record(settings: Settings, spec: str) -> tuple[str, ModelRecord]:
     model = Resolver(settings).resolve(spec).model
     record = build_record(model)
     label = _label(record)
@@ -78,20 +78,46 @@ def prepare(settings: Settings, spec: str, opts: RunOptions) -> PreparedRun:
         raise RunRefused(f"Model '{label}' is unhealthy: {record.health.reason}")
     if not record.runtime.compatible:
         raise RunRefused(f"Model '{label}' is not compatible: {record.runtime.reason}")
-    inputs = Inputs(images=len(opts.images), audio=len(opts.audio), translate=opts.translate)
+    return label, record
+
+
+def prepare(settings: Settings, spec: str, opts: RunOptions) -> PreparedRun:
+    """Everything that can refuse a run, before any weights are loaded."""
+    label, record = _runnable_record(settings, spec)
+    inputs = Inputs(
+        images=len(opts.images), audio=len(opts.audio), translate=opts.translate,
+        embeddings=opts.embeddings,
+    )  # fmt: skip
     backend = select_backend(label, record.info, inputs, capable_lister(settings))
     return PreparedRun(label, record, backend)
+
+
+def prepare_by_kind(settings: Settings, spec: str) -> PreparedRun:
+    """For preloading (serve --model): the backend the model's own kind calls for."""
+    label, record = _runnable_record(settings, spec)
+    kind = record.info.model_type
+    inputs = Inputs(audio=int(kind == "audio"), embeddings=kind == "embedding")
+    return PreparedRun(
+        label, record, select_backend(label, record.info, inputs, capable_lister(settings))
+    )
+
+
+def modality_of(prep: PreparedRun) -> str:
+    """Which headroom the memory gate keeps: speech and omni models audio, vision models
+    vision, everything else text."""
+    caps = prep.record.info.capabilities
+    if prep.backend is Backend.MLX_AUDIO:
+        return "audio"
+    if prep.backend is Backend.MLX_VLM:
+        return "vision" if "vision" in caps else ("audio" if "audio" in caps else "text")
+    return "text"
 
 
 def check_memory(settings: Settings, prep: PreparedRun, device: str) -> None:
     from mlxk.backends.memory import estimate, gate
 
-    if prep.backend is Backend.MLX_AUDIO or "audio" in prep.record.info.capabilities:
-        modality = "audio" if prep.backend is not Backend.MLX_LM else "text"
-    else:
-        modality = "vision" if prep.backend is Backend.MLX_VLM else "text"
     est = estimate(
-        prep.record.model.path, prep.record.info, device=device, modality=modality,
+        prep.record.model.path, prep.record.info, device=device, modality=modality_of(prep),
         override=settings.memory_limit_bytes,
     )  # fmt: skip
     gate(est, prep.name)

@@ -15,15 +15,13 @@ from fastapi import Request
 
 from mlxk.backends.memory import MemoryEstimate, available_bytes, estimate
 from mlxk.backends.platform import PlatformInfo, setup_platform
-from mlxk.backends.select import Inputs, select_backend
 from mlxk.config import Settings
-from mlxk.ops.catalog import build_record
-from mlxk.ops.run import PreparedRun, RunOptions, RunRefused, capable_lister, prepare
+from mlxk.ops.run import PreparedRun, RunOptions, modality_of, prepare, prepare_by_kind
 from mlxk.server.engine import Engine
 from mlxk.server.errors import ApiError, QueueFullError
 from mlxk.server.options import ServerOptions
 from mlxk.server.pool import Loaded, ModelKey, ModelPool
-from mlxk.store.resolve import Resolver, is_explicit_path
+from mlxk.store.resolve import is_explicit_path
 from mlxk.types import Backend
 
 log = logging.getLogger("mlxk.server")
@@ -95,51 +93,26 @@ async def prepare_run(state: ServerState, spec: str, opts: RunOptions) -> Prepar
     return await asyncio.to_thread(prepare, state.settings, spec, opts)
 
 
-def _prepare_embeddings(settings: Settings, spec: str) -> PreparedRun:
-    # ops.run.prepare has no "embeddings" input; same steps, with Inputs(embeddings=True).
-    model = Resolver(settings).resolve(spec).model
-    record = build_record(model)
-    label = model.name if model.cached else (model.display_name or model.name)
-    if not record.health.healthy:
-        raise RunRefused(f"Model '{label}' is unhealthy: {record.health.reason}")
-    if not record.runtime.compatible:
-        raise RunRefused(f"Model '{label}' is not compatible: {record.runtime.reason}")
-    inputs = Inputs(embeddings=True)
-    backend = select_backend(label, record.info, inputs, capable_lister(settings))
-    return PreparedRun(label, record, backend)
-
-
 def prepare_any(settings: Settings, spec: str) -> PreparedRun:
     """For --model: the backend the model's own kind calls for (speech, embeddings, text)."""
-    info = build_record(Resolver(settings).resolve(spec).model).info
-    if info.model_type == "embedding":
-        return _prepare_embeddings(settings, spec)
-    audio = (b"",) if info.model_type == "audio" else ()
-    return prepare(settings, spec, RunOptions(audio=audio))
+    return prepare_by_kind(settings, spec)
 
 
 async def prepare_embeddings(state: ServerState, spec: str) -> PreparedRun:
     _check_spec(spec)
-    return await asyncio.to_thread(_prepare_embeddings, state.settings, spec)
+    opts = RunOptions(embeddings=True)
+    return await asyncio.to_thread(prepare, state.settings, spec, opts)
 
 
 # -- loading -------------------------------------------------------------------------------------
 
 
 def memory_estimate(state: ServerState, prep: PreparedRun) -> MemoryEstimate:
-    info = prep.record.info
-    if prep.backend is Backend.MLX_AUDIO:
-        modality = "audio"
-    elif prep.backend is Backend.MLX_VLM:
-        modality = "audio" if "audio" in info.capabilities else "vision"
-        modality = "vision" if "vision" in info.capabilities else modality
-    else:
-        modality = "text"
     return estimate(
         prep.record.model.path,
-        info,
+        prep.record.info,
         device=state.platform.device,
-        modality=modality,
+        modality=modality_of(prep),
         override=state.settings.memory_limit_bytes,
     )
 
