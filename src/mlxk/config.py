@@ -59,3 +59,12 @@ class Settings:
             is_ci=bool(env.get("CI")),
             debug=env.get("MLXK_DEBUG", "") not in ("", "0"),
         )
+
+
+def apply_library_defaults() -> None:
+    """Settings for libraries mlxk loads, set before they are imported; a user's own wins.
+
+    transformers (imported by every engine) prints "PyTorch was not found …" advice at import
+    time; mlxk never needs torch, so that line is only noise.
+    """
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

@@ -14,7 +14,7 @@ from tests.helpers.textmodels import (
     make_tiny_qwen2,
 )
 
-from mlxk.backends.text import TextRunner, _StopStrings, load_text
+from mlxk.backends.text import TextRunner, StopStrings, load_text
 from mlxk.errors import GenerationError, ValidationError
 from mlxk.types import GenerationChunk
 
@@ -176,7 +176,7 @@ def test_float16_activations_same_answer(smollm2_dir: Path) -> None:
 
 
 def _feed(stops: list[str], pieces: list[str]) -> tuple[list[str], bool]:
-    f = _StopStrings(stops)
+    f = StopStrings(stops)
     out = []
     for piece in pieces:
         text, hit = f.feed(piece)

@@ -73,11 +73,16 @@ def _gpu_free_bytes() -> int | None:
         return None
 
 
-def _total_ram() -> int:
+def total_ram_bytes() -> int | None:
+    """Physical memory of this machine, or None where the OS does not say."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
-        return 8 * GB
+        return None
+
+
+def _total_ram() -> int:
+    return total_ram_bytes() or 8 * GB  # an unknown size is planned as a small machine
 
 
 def available_bytes(device: str, override: int | None) -> int:

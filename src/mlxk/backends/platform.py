@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mlxk.config import Settings
+from mlxk.config import Settings, apply_library_defaults
 
 Device = Literal["cpu", "gpu", "cuda", "metal"]
 
@@ -168,10 +168,7 @@ def setup_platform(settings: Settings | None = None) -> PlatformInfo:
     if _INFO is not None:
         return _INFO
     settings = settings or Settings.from_env()
-    # transformers (imported by every engine) prints "PyTorch was not found …" advice at import
-    # time; mlxk never needs torch, so that line is only noise. This is transformers' own knob,
-    # read once at its import; a user's explicit setting wins.
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    apply_library_defaults()
     device = detect_device()
     early = "mlx.core" in sys.modules
     blas: str | None = None

@@ -46,7 +46,7 @@ def _text_of(content: Any) -> str:
     return "" if content is None else str(content)
 
 
-class _StopStrings:
+class StopStrings:
     """Cuts the output before the first stop string, never emitting a partial one.
 
     Text that could still become a stop string is held back until the next piece decides.
@@ -163,7 +163,7 @@ class TextRunner:
         limit = self._token_limit(len(ids), max_tokens)
         self._cancel.clear()
         responses = self._responses(ids, limit, temperature, top_p, repetition_penalty, seed)
-        return self._chunks(responses, _StopStrings(stop), len(ids))
+        return self._chunks(responses, StopStrings(stop), len(ids))
 
     def _responses(
         self,
@@ -193,7 +193,7 @@ class TextRunner:
         )
 
     def _chunks(
-        self, responses: Iterator[Any], stops: _StopStrings, prompt_tokens: int
+        self, responses: Iterator[Any], stops: StopStrings, prompt_tokens: int
     ) -> Iterator[GenerationChunk]:
         count = 0
         try:

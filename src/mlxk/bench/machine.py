@@ -10,6 +10,8 @@ import subprocess
 import sys
 from typing import Any
 
+from mlxk.backends.memory import total_ram_bytes
+
 # Versions every record carries (benchmarks.md: mlx, mlx-lm, mlx-vlm, mlx-audio + anchors).
 CORE_PACKAGES = ("mlx", "mlx-lm", "mlx-audio", "mlx-vlm", "mlxk", "numpy")
 
@@ -47,13 +49,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def ram_bytes() -> int | None:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def _run(cmd: list[str], timeout: float = 10.0) -> str | None:
     if not shutil.which(cmd[0]):
         return None
@@ -87,7 +82,7 @@ def machine_facts() -> dict[str, Any]:
         "cpu": cpu_model(),
         "arch": platform.machine(),
         "cores": os.cpu_count(),
-        "ram_bytes": ram_bytes(),
+        "ram_bytes": total_ram_bytes(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "gpu": gpus or None,

@@ -7,7 +7,6 @@ test helpers); ``cache_scan_records`` turns its JSONL into records of this schem
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -39,20 +38,19 @@ def commands() -> dict[str, list[str]]:
     }
 
 
-def _wall(cmd: list[str], env: dict[str, str]) -> float:
+def _wall(cmd: list[str]) -> float:
     t0 = time.perf_counter()
-    subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     return time.perf_counter() - t0
 
 
 def run_cold_start(ctx: RunContext, repeats: int = 20, warmup: int = 1) -> list[dict[str, Any]]:
     """One record per command; the mlxk ones name ``python -c pass`` as their anchor."""
     cmds = commands()
-    env = dict(os.environ)
     walls: dict[str, list[float]] = {k: [] for k in cmds}
     for rep in range(warmup + repeats):  # first round warms the page cache and .pyc files
         for name, cmd in cmds.items():
-            t = _wall(cmd, env)
+            t = _wall(cmd)
             if rep >= warmup:
                 walls[name].append(t)
     ctx.refresh()

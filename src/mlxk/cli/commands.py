@@ -37,12 +37,6 @@ def err(line: str) -> None:
     sys.stderr.write(line + "\n")
 
 
-def print_rich(renderable: Any) -> None:
-    from rich.console import Console
-
-    Console(soft_wrap=False, width=200 if not sys.stdout.isatty() else None).print(renderable)
-
-
 # -- version -----------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from mlxk.store.health import check_health
 from mlxk.store.probe import ModelFiles, probe
 from mlxk.store.resolve import Resolver
 from mlxk.store.runtime import RuntimeVerdict, runtime_check
-from mlxk.store.workspace import clean_state, compute_content_hash, read_sentinel
+from mlxk.store.workspace import clean_state, read_sentinel
 from mlxk.types import HealthReport, LocalModel, ModelInfo
 
 
@@ -97,11 +97,6 @@ def show_model(settings: Settings, spec: str, *, files: bool, config: bool) -> S
         listing = [(n, _size(model.path / n), file_kind(n)) for n in names]
     raw = ModelFiles.read(model.path).config if config and not files else None
     return ShowResult(record, listing, raw)
-
-
-def recalc_hash(record: ModelRecord) -> str:
-    """Content hash v2 of a workspace (for ``show --recalc-hash``), without writing."""
-    return compute_content_hash(record.model.path)[0]
 
 
 def _size(path: Path) -> int:

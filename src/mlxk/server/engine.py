@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlxk.backends.text import _StopStrings  # the CLI's stop-string rule, shared on purpose
+from mlxk.backends.text import StopStrings  # the CLI's stop-string rule, shared on purpose
 from mlxk.errors import GenerationError, MlxkError
 from mlxk.server.pool import Loaded, ModelPool
 from mlxk.types import GenerationChunk
@@ -96,7 +96,7 @@ class _Seq:
 
     job: _TextJob
     detok: Any
-    stops: _StopStrings
+    stops: StopStrings
     prompt_tokens: int
     count: int = 0
 
@@ -105,7 +105,7 @@ class _Seq:
 class _Iter:
     job: _IterJob
     it: Iterator[GenerationChunk]
-    stops: _StopStrings
+    stops: StopStrings
     count: int = 0  # tokens generated so far (chunks carry a cumulative count)
 
 
@@ -226,7 +226,7 @@ class Engine:
                 self._add_text(job)
             else:
                 it = job.start()
-                self._iters.append(_Iter(job, iter(it), _StopStrings(job.stop)))
+                self._iters.append(_Iter(job, iter(it), StopStrings(job.stop)))
         except MlxkError as exc:
             self._fail(job, exc)
         except Exception as exc:  # a bug or a library error: one request fails, the engine lives
@@ -278,7 +278,7 @@ class Engine:
             stop_sequences=[StopSequences([(t,) for t in runner.eos_token_ids])],
         )
         batch.seqs[uid] = _Seq(
-            job, runner.tokenizer.detokenizer, _StopStrings(s.stop), len(job.ids)
+            job, runner.tokenizer.detokenizer, StopStrings(s.stop), len(job.ids)
         )
 
     def _step_batch(self, key: Any) -> None:

@@ -81,7 +81,8 @@ class RequestId:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
+        except Exception:  # the server's last edge: not swallowed — logged with its traceback,
+            # answered as an OpenAI-shaped 500 (typed errors were mapped earlier, in errors.py)
             log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
             if started:
                 raise

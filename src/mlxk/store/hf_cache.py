@@ -135,15 +135,3 @@ def held_locks(hub_dir: Path, repo_id: str) -> list[Path]:
         except OSError:
             continue
     return held
-
-
-def tree_size(path: Path) -> int:
-    """Bytes under ``path``, following symlinks to blobs (what the user would free)."""
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.stat(os.path.join(root, name)).st_size
-            except OSError:
-                continue
-    return total

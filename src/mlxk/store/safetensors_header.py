@@ -36,8 +36,8 @@ def _fail(path: Path, why: str) -> SafetensorsHeaderError:
     return SafetensorsHeaderError(f"{path.name}: {why}", path=str(path))
 
 
-def _read_raw_header(path: Path) -> tuple[dict[str, Any], int]:
-    """The parsed JSON header and the number of data bytes after it."""
+def header_bytes(path: Path) -> bytes:
+    """The raw JSON header bytes (what content hash v2 hashes), length-checked."""
     try:
         size = path.stat().st_size
         with path.open("rb") as fh:
@@ -49,16 +49,22 @@ def _read_raw_header(path: Path) -> tuple[dict[str, Any], int]:
                 raise _fail(path, f"corrupt header length {length}")
             if 8 + length > size:
                 raise _fail(path, f"truncated: header needs {length} bytes, file has {size - 8}")
-            raw = fh.read(length)
+            return fh.read(length)
     except OSError as exc:
         raise _fail(path, f"unreadable: {exc.strerror or exc}") from exc
+
+
+def _read_raw_header(path: Path) -> tuple[dict[str, Any], int]:
+    """The parsed JSON header and the number of data bytes after it."""
+    raw = header_bytes(path)
+    size = path.stat().st_size
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _fail(path, f"corrupt header JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise _fail(path, "corrupt header: not a JSON object")
-    return header, size - 8 - length
+    return header, size - 8 - len(raw)
 
 
 def _check_entry(path: Path, name: str, entry: Any, data_bytes: int) -> None:

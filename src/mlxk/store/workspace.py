@@ -11,7 +11,6 @@ import fnmatch
 import hashlib
 import json
 import os
-import struct
 import tempfile
 import unicodedata
 from dataclasses import dataclass
@@ -21,11 +20,11 @@ from typing import Any
 
 from mlxk import __version__
 from mlxk.errors import WorkspaceError
+from mlxk.store.safetensors_header import SafetensorsHeaderError, header_bytes
 
 SENTINEL = ".mlxk_workspace.json"
 HASH_ALGORITHM = "v2"
 FULL_HASH_LIMIT = 1 << 30
-MAX_HEADER = 100 * 1024 * 1024
 DEFAULT_EXCLUDES = [
     ".hf_cache/", ".mlxk_workspace.json", ".git/", ".github/", "__pycache__/", ".vscode/",
     ".idea/", ".ipynb_checkpoints/", ".mypy_cache/", ".pytest_cache/", ".ruff_cache/", ".tox/",
@@ -91,16 +90,10 @@ def _excluded(name: str, is_dir: bool, patterns: list[str]) -> bool:
 
 
 def _sha_safetensors_header(path: Path) -> str:
-    with path.open("rb") as fh:
-        raw = fh.read(8)
-        if len(raw) != 8:
-            raise HashAbort(f"corrupt safetensors header: {path.name}")
-        (length,) = struct.unpack("<Q", raw)
-        if length == 0 or length > MAX_HEADER:
-            raise HashAbort(f"corrupt safetensors header: {path.name}")
-        header = fh.read(length)
-    if len(header) != length:
-        raise HashAbort(f"corrupt safetensors header: {path.name}")
+    try:
+        header = header_bytes(path)
+    except SafetensorsHeaderError as exc:
+        raise HashAbort(f"corrupt safetensors header: {path.name}") from exc
     return "sha256:" + hashlib.sha256(header).hexdigest()
 
 
