@@ -8,7 +8,7 @@ image) still gets its honest status instead of a 200 followed by an error event.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from mlxk.server.engine import DONE, Sampling, Sink
 from mlxk.server.errors import ApiError, bad_param
 from mlxk.server.pool import Loaded
 from mlxk.server.service import ServerState, acquire, acquire_now, run_with_model
+from mlxk.server.sse import once
 from mlxk.types import Backend, GenerationChunk
 
 _POLL_S = 0.5  # how often a waiting request checks whether its client is still there
@@ -240,3 +241,37 @@ def closer(stream: ChunkStream, leave: Callable[[], None]) -> Callable[[], None]
         leave()
 
     return close
+
+
+@dataclass
+class Admitted:
+    """A started generation holding a queue slot until ``leave`` runs (once)."""
+
+    stream: ChunkStream
+    leave: Callable[[], None]
+
+
+async def admit(
+    state: ServerState, begin: Callable[[], Awaitable[ChunkStream]]
+) -> Admitted | None:
+    """Take a queue slot (503 when full) and start; None when the client left meanwhile."""
+    state.admission.enter()
+    leave = once(state.admission.leave)
+    try:
+        return Admitted(await begin(), leave)
+    except ClientGone:
+        leave()
+        return None
+    except BaseException:
+        leave()
+        raise
+
+
+async def collect_admitted(adm: Admitted) -> tuple[str, str, int, int] | None:
+    """The whole answer with the slot given back; None when the client left."""
+    try:
+        return await collect(adm.stream)
+    except ClientGone:
+        return None
+    finally:
+        adm.leave()

@@ -16,8 +16,9 @@ from mlxk.server.generation import (
     ChunkStream,
     ClientGone,
     GenParams,
+    admit,
     closer,
-    collect,
+    collect_admitted,
     start,
 )
 from mlxk.server.media import ChatInputs, decode_audio, decode_images, split_chat
@@ -35,7 +36,7 @@ from mlxk.server.protocol import (
 )
 from mlxk.server.routes import ERRORS
 from mlxk.server.service import ServerState, prepare_run, state_of
-from mlxk.server.sse import DONE_LINE, EventStreamResponse, event, once
+from mlxk.server.sse import DONE_LINE, EventStreamResponse, event
 
 router = APIRouter()
 
@@ -46,26 +47,17 @@ async def chat_completions(req: ChatCompletionRequest, request: Request) -> Resp
     if req.n != 1:
         raise bad_param("n", "only n=1 is supported")
     inputs = split_chat(req.messages, state.settings, state.options)
-    state.admission.enter()
-    leave = once(state.admission.leave)
-    try:
-        stream = await _start(state, request, req, inputs)
-    except ClientGone:
-        leave()
+    adm = await admit(state, lambda: _start(state, request, req, inputs))
+    if adm is None:
         return Response(status_code=CLIENT_GONE)
-    except BaseException:
-        leave()
-        raise
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        body = _sse(stream, req.model, include_usage)
-        return EventStreamResponse(body, closer(stream, leave))
-    try:
-        text, reason, prompt, completion = await collect(stream)
-    except ClientGone:
+        body = _sse(adm.stream, req.model, include_usage)
+        return EventStreamResponse(body, closer(adm.stream, adm.leave))
+    result = await collect_admitted(adm)
+    if result is None:
         return Response(status_code=CLIENT_GONE)
-    finally:
-        leave()
+    text, reason, prompt, completion = result
     answer = ChatCompletion(
         id=new_id("chatcmpl"),
         created=now(),

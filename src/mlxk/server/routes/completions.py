@@ -15,8 +15,9 @@ from mlxk.server.generation import (
     ChunkStream,
     ClientGone,
     GenParams,
+    admit,
     closer,
-    collect,
+    collect_admitted,
     start,
 )
 from mlxk.server.protocol import (
@@ -28,8 +29,8 @@ from mlxk.server.protocol import (
     now,
 )
 from mlxk.server.routes import ERRORS
-from mlxk.server.service import prepare_run, state_of
-from mlxk.server.sse import DONE_LINE, EventStreamResponse, event, once
+from mlxk.server.service import ServerState, prepare_run, state_of
+from mlxk.server.sse import DONE_LINE, EventStreamResponse, event
 
 router = APIRouter()
 
@@ -42,39 +43,18 @@ async def completions(req: CompletionRequest, request: Request) -> Response:
     prompt = req.prompt_text()
     if not prompt:
         raise bad_param("prompt", "prompt must not be empty")
-    state.admission.enter()
-    leave = once(state.admission.leave)
-    try:
-        prep = await prepare_run(state, req.model, RunOptions(prompt=prompt))
-        params = GenParams(
-            messages=None,
-            prompt=prompt,
-            max_tokens=req.max_tokens,
-            temperature=req.temperature,
-            top_p=req.top_p,
-            stop=req.stop_list(),
-            repetition_penalty=req.repetition_penalty,
-            presence_penalty=req.presence_penalty,
-            frequency_penalty=req.frequency_penalty,
-        )
-        stream = await start(state, request, prep, params, [], [])
-    except ClientGone:
-        leave()
+    adm = await admit(state, lambda: _start(state, request, req, prompt))
+    if adm is None:
         return Response(status_code=CLIENT_GONE)
-    except BaseException:
-        leave()
-        raise
     echo = prompt if req.echo else ""
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        body = _sse(stream, req.model, echo, include_usage)
-        return EventStreamResponse(body, closer(stream, leave))
-    try:
-        text, reason, used, made = await collect(stream)
-    except ClientGone:
+        body = _sse(adm.stream, req.model, echo, include_usage)
+        return EventStreamResponse(body, closer(adm.stream, adm.leave))
+    result = await collect_admitted(adm)
+    if result is None:
         return Response(status_code=CLIENT_GONE)
-    finally:
-        leave()
+    text, reason, used, made = result
     answer = Completion(
         id=new_id("cmpl"),
         created=now(),
@@ -83,6 +63,24 @@ async def completions(req: CompletionRequest, request: Request) -> Response:
         usage=Usage(prompt_tokens=used, completion_tokens=made, total_tokens=used + made),
     )
     return JSONResponse(answer.model_dump(mode="json"))
+
+
+async def _start(
+    state: ServerState, request: Request, req: CompletionRequest, prompt: str
+) -> ChunkStream:
+    prep = await prepare_run(state, req.model, RunOptions(prompt=prompt))
+    params = GenParams(
+        messages=None,
+        prompt=prompt,
+        max_tokens=req.max_tokens,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        stop=req.stop_list(),
+        repetition_penalty=req.repetition_penalty,
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
+    )
+    return await start(state, request, prep, params, [], [])
 
 
 async def _sse(
