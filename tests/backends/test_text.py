@@ -14,7 +14,7 @@ from tests.helpers.textmodels import (
     make_tiny_qwen2,
 )
 
-from mlxk.backends.text import TextRunner, StopStrings, load_text
+from mlxk.backends.text import StopStrings, TextRunner, load_text
 from mlxk.errors import GenerationError, ValidationError
 from mlxk.types import GenerationChunk
 
