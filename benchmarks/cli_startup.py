@@ -71,7 +71,7 @@ def main() -> None:
         hf_home = Path(tmp)
         build_many(hf_home / "hub", args.models)
         env = {"HF_HOME": str(hf_home), "PATH": os.environ.get("PATH", "")}
-        mlxk = [sys.executable, "-m", "mlxk.cli.main"]
+        mlxk = [sys.executable, "-m", "mlxk"]
         walls = {
             "mlxk --help": _median_wall([*mlxk, "--help"], env, args.repeat),
             "mlxk list": _median_wall([*mlxk, "list"], env, args.repeat),

@@ -34,7 +34,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 def run_cli(args: list[str], env: dict[str, str], **kw: object) -> subprocess.CompletedProcess[str]:
     """Run ``mlxk`` as a user would: a subprocess, text in and out."""
     return subprocess.run(
-        [sys.executable, "-m", "mlxk.cli.main", *args],
+        [sys.executable, "-m", "mlxk", *args],
         env=env, capture_output=True, text=True, timeout=kw.pop("timeout", 600), **kw,  # type: ignore[arg-type]
     )  # fmt: skip
 

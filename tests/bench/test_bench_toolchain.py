@@ -30,9 +30,9 @@ ALLOC = (
 
 def bench_cli(args: list[str], env: dict[str, str] | None = None,
               **kw: object) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    """The bench commands as `mlxk ...` (commands_bench defers to mlxk's main once registered)."""
+    """The bench commands as `mlxk ...`, run the way the GPU machine runs them (`python -m`)."""
     return subprocess.run(
-        [sys.executable, "-m", "mlxk.cli.commands_bench", *args],
+        [sys.executable, "-m", "mlxk", *args],
         env=env, capture_output=True, text=True, timeout=kw.pop("timeout", 300), **kw,  # type: ignore[arg-type]
     )  # fmt: skip
 
@@ -77,7 +77,7 @@ def test_memmon_forwards_sigterm_to_the_child(tmp_path: Path) -> None:
     marker = tmp_path / "started"
     code = f"import pathlib, time; pathlib.Path({str(marker)!r}).touch(); time.sleep(60)"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlxk.cli.commands_bench", "memmon", "-o", str(out), "--",
+        [sys.executable, "-m", "mlxk", "memmon", "-o", str(out), "--",
          sys.executable, "-c", code],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip

@@ -96,18 +96,22 @@ def nobody_cache() -> Iterator[Path]:
 
 
 def test_permission_errors_are_reported_not_raised(nobody_cache: Path) -> None:
-    env = {"HF_HOME": str(nobody_cache), "PATH": "/usr/bin:/bin", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    env = {
+        "HF_HOME": str(nobody_cache),
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+    }
     for args in (["list", "--all", "--health"], ["show", "locked-model"], ["health"]):
         res = subprocess.run(
             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-             sys.executable, "-m", "mlxk.cli.main", *args],
+             sys.executable, "-m", "mlxk", *args],
             env=env, capture_output=True, text=True, timeout=120, cwd="/tmp",
         )  # fmt: skip
         assert "Traceback" not in res.stderr, res.stderr
         assert res.returncode in (0, 1)
     res = subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-         sys.executable, "-m", "mlxk.cli.main", "health", "locked-model"],
+         sys.executable, "-m", "mlxk", "health", "locked-model"],
         env=env, capture_output=True, text=True, timeout=120, cwd="/tmp",
     )  # fmt: skip
     assert "unhealthy" in res.stdout or "Error" in res.stderr

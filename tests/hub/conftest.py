@@ -77,7 +77,7 @@ def hub_env(tmp_path: Path, hub: HubServer) -> dict[str, str]:
 
 
 def cli_cmd(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "tests.hub.cli", *args]
+    return [sys.executable, "-m", "mlxk", *args]
 
 
 def run_mlxk(args: list[str], env: dict[str, str], **kw: Any) -> subprocess.CompletedProcess[str]:

@@ -126,7 +126,7 @@ def stop(server: Server) -> None:
 
 def start_mlxk(spec: str) -> Server:
     port = free_port()
-    cmd = [sys.executable, "-m", "mlxk.cli.commands_serve", "--model", spec, "--port", str(port),
+    cmd = [sys.executable, "-m", "mlxk", "serve", "--model", spec, "--port", str(port),
            "--log-level", "warning"]  # fmt: skip
     return _spawn("mlxk serve", cmd, spec, port, "/health")
 

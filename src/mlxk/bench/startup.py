@@ -29,7 +29,7 @@ CACHE_SCENARIO = "cache-scan"
 
 def commands() -> dict[str, list[str]]:
     py = sys.executable
-    mlxk = [py, "-m", "mlxk.cli.main"]
+    mlxk = [py, "-m", "mlxk"]
     return {
         "mlxk --help": [*mlxk, "--help"],
         "mlxk list": [*mlxk, "list"],

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from mlxk.cli.commands import CommandResult, CommandSpec, err, out
 from mlxk.config import Settings
-from mlxk.errors import MlxkError, UsageError
+from mlxk.errors import UsageError
 
 BENCH_SCENARIOS = ("text", "stt", "server", "memory", "startup", "all")
 DEFAULT_CLIPS_DIR = Path("tests/data/speech")
@@ -292,43 +290,3 @@ COMMANDS = {
     "memplot": CommandSpec("draw a memmon file as a timeline (PNG or HTML)",
                            _memplot_args, _memplot),
 }  # fmt: skip
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m mlxk.cli.commands_bench bench|memmon|memplot ...`` — the same as ``mlxk
-    bench ...`` (mlxk's own main once main.py registers these commands)."""
-    from mlxk.cli.main import COMMANDS as REGISTERED
-    from mlxk.cli.main import main as mlxk_main
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in REGISTERED:
-        return mlxk_main(argv)
-    return _standalone(argv)
-
-
-def _standalone(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mlxk")
-    parser.add_argument("--json", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, spec in COMMANDS.items():
-        p = sub.add_parser(name, help=spec.help)
-        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
-        spec.add_arguments(p)
-    args = parser.parse_args(argv)
-    try:
-        result = COMMANDS[args.command].run(args, Settings.from_env())
-    except MlxkError as exc:
-        err(f"{args.command}: Error: {exc.message}")
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-    if args.json:
-        env = {"status": "success", "command": args.command, "data": result.data, "error": None}
-        out(json.dumps(env, default=str))
-    elif result.human is not None:
-        result.human()
-    return result.exit_code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

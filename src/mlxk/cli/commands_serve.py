@@ -94,31 +94,3 @@ COMMANDS = {
         "OpenAI-compatible server for text, vision, audio and embeddings", _serve_args, _serve
     ),
 }
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m mlxk.cli.commands_serve`` — the same as ``mlxk serve`` (until main.py
-    registers the command, and for tests that must not depend on that)."""
-    import sys
-
-    from mlxk.cli.main import COMMANDS as REGISTERED
-    from mlxk.cli.main import main as mlxk_main
-
-    if "serve" in REGISTERED:
-        return mlxk_main(["serve", *(sys.argv[1:] if argv is None else argv)])
-    from mlxk.errors import MlxkError
-
-    parser = argparse.ArgumentParser(prog="mlxk serve")
-    _serve_args(parser)
-    try:
-        args = parser.parse_args(argv)
-        return _serve(args, Settings.from_env()).exit_code
-    except MlxkError as exc:
-        sys.stderr.write(f"serve: Error: {exc.message}\n")
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
