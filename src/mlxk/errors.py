@@ -88,6 +88,13 @@ class PermissionDeniedError(MlxkError, PermissionError):
     http_status = 403
 
 
+class SafetensorsHeaderError(MlxkError, ValueError):
+    """A safetensors file whose header is truncated, corrupt or inconsistent with its size."""
+
+    type = "invalid_safetensors"
+    http_status = 400
+
+
 class ImportFormatError(MlxkError, ValueError):
     """A file to import is truncated, corrupt or of an unsupported kind."""
 
@@ -155,3 +162,78 @@ class BackendUnavailableError(MlxkError):
 class GenerationError(MlxkError):
     type = "execution_error"
     http_status = 500
+
+
+# -- the hub: pull, clone, push (ops.download, ops.hub) ---------------------------------------
+
+
+class AccessDeniedError(MlxkError):
+    type = "access_denied"
+    http_status = 403
+
+
+class RemoteNotFoundError(MlxkError, LookupError):
+    type = "model_not_found"
+    http_status = 404
+
+
+class RevisionMissingError(MlxkError, LookupError):
+    type = "revision_not_found"
+    http_status = 404
+
+
+class NetworkError(MlxkError):
+    type = "network_error"
+    http_status = 502
+
+
+class DiskFullError(MlxkError):
+    type = "disk_full"
+    http_status = 507
+
+
+class HashMismatchError(MlxkError):
+    type = "hash_mismatch"
+    http_status = 502
+
+
+class UnsafeRepoError(MlxkError):
+    """The hub sent something we refuse to turn into a path (traversal, odd ETag, …)."""
+
+    type = "unsafe_repo"
+    http_status = 502
+
+
+class OfflineError(MlxkError):
+    type = "offline"
+    http_status = 503
+
+
+class DownloadFailedError(MlxkError):
+    type = "download_failed"
+    http_status = 502
+
+
+class AuthError(MlxkError):
+    type = "auth_error"
+    http_status = 401
+
+
+class RepoMissingError(MlxkError, LookupError):
+    type = "repo_not_found"
+    http_status = 404
+
+
+class WorkspaceMissingError(MlxkError, LookupError):
+    type = "workspace_not_found"
+    http_status = 404
+
+
+class AmbiguousWorkspaceError(MlxkError, LookupError):
+    type = "ambiguous_workspace"
+    http_status = 400
+
+
+class UploadFailedError(MlxkError):
+    type = "upload_failed"
+    http_status = 502

@@ -20,7 +20,7 @@ from tests.hub.conftest import (
 )
 
 from mlxk.config import Settings
-from mlxk.ops.download import NetworkError
+from mlxk.errors import NetworkError
 from mlxk.ops.hub import TEMP_PREFIX, clone_any, clone_from_hub
 
 REPO = "org/clonable"

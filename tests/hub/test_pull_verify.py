@@ -24,7 +24,8 @@ from tests.hub.conftest import (
 )
 
 from mlxk.config import Settings
-from mlxk.ops.download import UnsafeRepoError, check_commit, check_ref, safe_relpath
+from mlxk.errors import UnsafeRepoError
+from mlxk.ops.download import check_commit, check_ref, safe_relpath
 from mlxk.ops.hub import pull_model
 
 REPO = "org/tiny"

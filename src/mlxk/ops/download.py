@@ -25,7 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from mlxk.errors import MlxkError
+from mlxk.errors import (
+    DiskFullError,
+    DownloadFailedError,
+    HashMismatchError,
+    NetworkError,
+    UnsafeRepoError,
+)
 
 try:  # huggingface_hub 2.x ships its HTTP client as ``httpx2``; 1.x used ``httpx``
     import httpx2 as httpx
@@ -42,56 +48,6 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 BLOB_RE = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 DRIVE_RE = re.compile(r"^[A-Za-z]:")
-
-
-# ----------------------------------------------------------------------------- errors
-
-
-class AccessDeniedError(MlxkError):
-    type = "access_denied"
-    http_status = 403
-
-
-class RemoteNotFoundError(MlxkError, LookupError):
-    type = "model_not_found"
-    http_status = 404
-
-
-class RevisionMissingError(MlxkError, LookupError):
-    type = "revision_not_found"
-    http_status = 404
-
-
-class NetworkError(MlxkError):
-    type = "network_error"
-    http_status = 502
-
-
-class DiskFullError(MlxkError):
-    type = "disk_full"
-    http_status = 507
-
-
-class HashMismatchError(MlxkError):
-    type = "hash_mismatch"
-    http_status = 502
-
-
-class UnsafeRepoError(MlxkError):
-    """The hub sent something we refuse to turn into a path (traversal, odd ETag, …)."""
-
-    type = "unsafe_repo"
-    http_status = 502
-
-
-class OfflineError(MlxkError):
-    type = "offline"
-    http_status = 503
-
-
-class DownloadFailedError(MlxkError):
-    type = "download_failed"
-    http_status = 502
 
 
 # ----------------------------------------------------------------------------- validation

@@ -20,22 +20,27 @@ from typing import Any
 from mlxk import __version__
 from mlxk.config import Settings
 from mlxk.errors import (
+    AccessDeniedError,
     AmbiguousMatchError,
+    AmbiguousWorkspaceError,
+    AuthError,
+    DownloadFailedError,
     HashNotFoundError,
     MlxkError,
     ModelNotFoundError,
+    NetworkError,
+    OfflineError,
+    RemoteNotFoundError,
+    RepoMissingError,
+    RevisionMissingError,
+    UploadFailedError,
     ValidationError,
+    WorkspaceMissingError,
 )
 from mlxk.ops.convert import ConvertResult, clone_model
 from mlxk.ops.download import (
-    AccessDeniedError,
-    DownloadFailedError,
-    NetworkError,
-    OfflineError,
     Progress,
     RemoteFile,
-    RemoteNotFoundError,
-    RevisionMissingError,
     Tally,
     check_blob_name,
     check_commit,
@@ -514,31 +519,6 @@ PUSH_IGNORES = [
 DISCLAIMER = "Experimental: uploads the workspace files as they are; review the result on the hub."
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".npz")
 LFS_MARK = b"version https://git-lfs.github.com/spec/v1"
-
-
-class AuthError(MlxkError):
-    type = "auth_error"
-    http_status = 401
-
-
-class RepoMissingError(MlxkError, LookupError):
-    type = "repo_not_found"
-    http_status = 404
-
-
-class WorkspaceMissingError(MlxkError, LookupError):
-    type = "workspace_not_found"
-    http_status = 404
-
-
-class AmbiguousWorkspaceError(MlxkError, LookupError):
-    type = "ambiguous_workspace"
-    http_status = 400
-
-
-class UploadFailedError(MlxkError):
-    type = "upload_failed"
-    http_status = 502
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from mlxk.errors import MlxkError
+from mlxk.errors import SafetensorsHeaderError
 
 # A header beyond this is a corrupt length field, not a real model (safetensors caps it at 100 MB).
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -23,13 +23,6 @@ DTYPE_BYTES: dict[str, int] = {
     "U32": 4, "I32": 4, "F32": 4,
     "U64": 8, "I64": 8, "F64": 8, "C64": 8,
 }  # fmt: skip
-
-
-class SafetensorsHeaderError(MlxkError, ValueError):
-    """A safetensors file whose header is truncated, corrupt or inconsistent with its size."""
-
-    type = "invalid_safetensors"
-    http_status = 400
 
 
 def _fail(path: Path, why: str) -> SafetensorsHeaderError:
