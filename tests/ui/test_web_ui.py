@@ -11,14 +11,17 @@ Set ``MLXK_UI_SCREENSHOT=docs/web-ui.png`` to (re)write the screenshot the READM
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ pytestmark = pytest.mark.slow
 
 KEY = "ui-test-key-0123456789"
 CLIP = SPEECH / "a_man_said_to_the_universe_sir_i_exist.wav"
+OTHER_CLIP = SPEECH / "having_returned_to_the_royal_cavern.wav"
 CHROMIUM = os.environ.get("MLXK_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 BROWSER_ARGS = [
     "--no-sandbox",
@@ -135,7 +139,9 @@ class Browser:
 @pytest.fixture(scope="module")
 def browser(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"no chromium at {CHROMIUM}: scripts/setup.sh installs it (or set MLXK_CHROMIUM)")
+        pytest.fail(
+            f"no chromium at {CHROMIUM}: scripts/setup.sh installs it (or set MLXK_CHROMIUM)"
+        )
     profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh user-data-dir
     with playwright_api.sync_playwright() as pw:
         ctx = pw.chromium.launch_persistent_context(
@@ -204,6 +210,118 @@ def _png(path: Path) -> Path:
     d.ellipse((48, 16, 88, 56), fill=(40, 90, 220))
     img.save(path, "PNG")
     return path
+
+
+# What a transcript bubble went through, in order: every change of its data-state,
+# data-segments-seen (segment events drawn) and data-audio-done (the progress), as the DOM
+# showed them. A MutationObserver hands over its records in batches; each record keeps the old
+# value, so the value after a change is the next record's old value (or the final one).
+WATCH_TRANSCRIPT = """() => {
+  if (window.__txWatch) window.__txWatch.disconnect();  // one watcher: the page is shared
+  window.__tx = [];
+  const log = document.getElementById('log');
+  window.__txWatch = new MutationObserver((records) => {
+    for (const r of records) {
+      if (r.target.matches && r.target.matches('.msg.assistant.transcript')) {
+        window.__tx.push([r.attributeName, r.oldValue]);
+      }
+    }
+  });
+  window.__txWatch.observe(log, {subtree: true, attributes: true, attributeOldValue: true,
+                   attributeFilter: ['data-state', 'data-segments-seen', 'data-audio-done']});
+}"""
+
+
+def _transcript_history(page: Any, bubble: Any) -> list[tuple[str, str | None]]:
+    """The bubble's attribute changes (name, new value) in the order they happened."""
+    records: list[list[Any]] = page.evaluate("window.__tx")
+    final = {a: bubble.get_attribute(a) for a in {r[0] for r in records}}
+    out: list[tuple[str, str | None]] = []
+    for i, (attr, _) in enumerate(records):
+        later = [old for a, old in records[i + 1 :] if a == attr]
+        out.append((attr, later[0] if later else final[attr]))
+    return out
+
+
+def _segment_updates_before_done(history: list[tuple[str, str | None]]) -> list[int]:
+    """The data-segments-seen values the page showed before its state became done."""
+    seen: list[int] = []
+    for attr, value in history:
+        if attr == "data-state" and value == "done":
+            return seen
+        if attr == "data-segments-seen" and value not in (None, "0"):
+            seen.append(int(value))
+    raise AssertionError(f"the transcript never became done: {history}")
+
+
+def _progress(bubble: Any) -> tuple[float, float, str]:
+    """The transcript's <progress> (value, max) and its text."""
+    bar = bubble.locator("progress.transcript-progress")
+    value, top = bar.evaluate("p => [p.value, p.max]")
+    return float(value), float(top), bubble.locator(".progress-text").inner_text()
+
+
+def _field(body: bytes, name: str) -> bytes | None:
+    m = re.search(rb'name="' + name.encode() + rb'"\r\n\r\n([^\r]*)\r\n', body)
+    return m.group(1) if m else None
+
+
+class FakeTranscriptions:
+    """A stand-in for /v1/audio/transcriptions for what a real server does not do on cue: fail
+    after its stream started, or keep a transcript stream open while Stop is pressed. It sends
+    ``events`` as server-sent events, then ends the stream, or with ``hold`` keeps it open until
+    the client goes away (``closed`` is set then)."""
+
+    def __init__(self, events: list[dict[str, Any]], hold: bool) -> None:
+        self.closed = threading.Event()
+        self.stop = threading.Event()
+        self.bodies: list[bytes] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                fake.bodies.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.end_headers()  # HTTP/1.0: the stream ends when the connection closes
+                try:
+                    for ev in events:
+                        self.wfile.write(b"data: " + json.dumps(ev).encode() + b"\n\n")
+                        self.wfile.flush()
+                    while hold and not fake.stop.wait(0.1):
+                        self.wfile.write(b": still working\n\n")  # an SSE comment
+                        self.wfile.flush()
+                except OSError:
+                    fake.closed.set()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1/audio/transcriptions"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@contextlib.contextmanager
+def _fake_transcriptions(
+    page: Any, events: list[dict[str, Any]], hold: bool = False
+) -> Iterator[FakeTranscriptions]:
+    """The page's transcription requests go to a FakeTranscriptions (the page cannot tell)."""
+    fake = FakeTranscriptions(events, hold)
+    target = "**/v1/audio/transcriptions"
+    page.route(target, lambda route: route.continue_(url=fake.url))
+    try:
+        yield fake
+    finally:
+        page.unroute(target)
+        fake.close()
 
 
 # ----------------------------------------------------------------------------- tests
@@ -286,8 +404,12 @@ def test_microphone_recording_is_transcribed_by_whisper(browser: Browser) -> Non
         route.continue_()
 
     page.route("**/v1/audio/transcriptions", keep_body)
+    page.evaluate(WATCH_TRANSCRIPT)
     t0 = time.monotonic()
-    page.click("#send")
+    with page.expect_response("**/v1/audio/transcriptions", timeout=SLOW) as resp_info:
+        page.click("#send")
+    resp = resp_info.value
+    assert resp.status == 200 and resp.headers["content-type"].startswith("text/event-stream")
     done = _answer(page, 0)
     expect(done).to_have_class(re.compile("transcript"))
     expect(done).to_have_attribute("data-state", "done")
@@ -298,12 +420,19 @@ def test_microphone_recording_is_transcribed_by_whisper(browser: Browser) -> Non
     stamps = done.locator(".segments .ts").all_inner_texts()
     assert stamps and all(re.fullmatch(r"\d+:\d\d\.\d – \d+:\d\d\.\d", s) for s in stamps), stamps
     assert all(a == f"Bearer {KEY}" for _, _, a in browser.calls_since(seen))
+    # Streamed: the segments were drawn as their events came, before the done event.
+    history = _transcript_history(page, done)
+    states = [v for a, v in history if a == "data-state"]
+    assert states[-2:] == ["streaming", "done"], history
+    updates = _segment_updates_before_done(history)
+    final = int(done.get_attribute("data-segments-seen") or 0)
+    assert updates == list(range(1, final + 1)) and 1 <= len(stamps) <= final, (updates, stamps)
 
-    # What was sent: multipart with model, verbose_json and a 16 kHz mono 16-bit PCM WAV that
-    # is the clip itself (the browser's 44.1/48 kHz capture, resampled by app.js).
+    # What was sent: multipart with model, stream=true, json and a 16 kHz mono 16-bit PCM WAV
+    # that is the clip itself (the browser's 44.1/48 kHz capture, resampled by app.js).
     (body,) = bodies
-    for field, value in (("model", b"whisper-tiny.en"), ("response_format", b"verbose_json")):
-        assert re.search(rb'name="' + field.encode() + rb'"\r\n\r\n' + re.escape(value), body)
+    fields = {f: _field(body, f) for f in ("model", "response_format", "stream")}
+    assert fields == {"model": b"whisper-tiny.en", "response_format": b"json", "stream": b"true"}
     wav = body[body.index(b"RIFF") :]
     assert wav[8:16] == b"WAVEfmt " and wav[36:40] == b"data"
     fmt, channels = int.from_bytes(wav[20:22], "little"), int.from_bytes(wav[22:24], "little")
@@ -316,6 +445,15 @@ def test_microphone_recording_is_transcribed_by_whisper(browser: Browser) -> Non
     median = float(np.median(scores))
     print(f"recorded {len(pcm) / 16000:.2f} s; similarity to the clip: median {median:.3f}")
     assert median > 0.95 and np.mean(scores > 0.9) >= 0.75, scores
+
+    # The progress reached the whole recording: "4.9 s of 4.9 s transcribed", bar full.
+    seconds = len(pcm) / 16000
+    assert abs(float(done.get_attribute("data-audio-duration") or 0) - seconds) < 0.05
+    value, top, label = _progress(done)
+    assert value == top and abs(top - seconds) < 0.05, (value, top, seconds)
+    m = re.fullmatch(r"(\d+\.\d) s of (\d+\.\d) s transcribed", label)
+    assert m and m[1] == m[2] and abs(float(m[2]) - seconds) < 0.06, label
+    expect(done.locator(".progress")).to_have_class(re.compile("complete"))
 
 
 def test_streaming_chat_with_smollm2(browser: Browser, tmp_path: Path) -> None:
@@ -434,6 +572,112 @@ def test_audio_file_to_whisper_and_a_recording_to_an_omni_model(browser: Browser
     sent = json.loads(req_info.value.post_data or "{}")["messages"]
     assert sent[0]["content"] == "What is said in this clip?\n[an audio clip]"
     expect(_answer(page, 2)).to_have_attribute("data-state", "done")
+
+
+def test_long_clip_is_drawn_segment_by_segment(browser: Browser, tmp_path: Path) -> None:
+    """57 s of speech (the two LibriSpeech clips in turn, three times each): more than one of
+    Whisper's 30 s windows, so the page shows segments, and the progress, before the end."""
+    page = browser.page
+    first, rate = sf.read(CLIP, dtype="int16")
+    second, rate2 = sf.read(OTHER_CLIP, dtype="int16")
+    assert rate == rate2 == 16000
+    pcm = np.concatenate([first, second] * 3)
+    seconds = len(pcm) / rate
+    assert seconds >= 30
+    clip = tmp_path / "long_speech.wav"
+    sf.write(clip, pcm, rate, subtype="PCM_16")
+    page.click("#new-chat")
+    _use_model(page, "whisper-tiny.en")
+    page.set_input_files("#audio-input", str(clip))
+    expect(page.locator("#attachments li[data-kind=audio]")).to_contain_text(clip.name)
+    page.evaluate(WATCH_TRANSCRIPT)
+    t0 = time.monotonic()
+    page.click("#send")
+    done = _answer(page, 0)
+    expect(done).to_have_attribute("data-state", "done")
+    history = _transcript_history(page, done)
+    updates = _segment_updates_before_done(history)
+    final = int(done.get_attribute("data-segments-seen") or 0)
+    stamps = done.locator(".segments .ts").all_inner_texts()
+    text = done.locator(".transcript-text").inner_text()
+    print(
+        f"\n{seconds:.1f} s transcribed in {time.monotonic() - t0:.1f} s, "
+        f"{final} segment events: {text[:120]!r}…"
+    )
+    # At least two segments were on the page before the done event, one event at a time,
+    # and all of them were (the done event added none).
+    assert len(updates) >= 2 and updates == list(range(1, final + 1)), history
+    assert 2 <= len(stamps) <= final, stamps
+    assert all(re.fullmatch(r"\d+:\d\d\.\d – \d+:\d\d\.\d", s) for s in stamps), stamps
+    assert "universe" in text.lower() and "cavern" in text.lower(), text
+    # The progress grew with the segments: it showed part of the audio done before the end.
+    progress = []
+    for attr, value in history:
+        if attr == "data-state" and value == "done":
+            break
+        if attr == "data-audio-done" and value is not None:
+            progress.append(float(value))
+    assert progress == sorted(progress) and progress[0] < seconds - 1, progress
+    assert abs(float(done.get_attribute("data-audio-duration") or 0) - seconds) < 0.05
+    value, top, label = _progress(done)
+    assert value == top and abs(top - seconds) < 0.05, (value, top, seconds)
+    assert label == f"{seconds:.1f} s of {seconds:.1f} s transcribed", label
+    expect(done.locator(".meta")).to_contain_text(f"{final} segments")
+
+
+def test_transcript_error_midway_and_stop(browser: Browser) -> None:
+    """An error event after the stream started is shown on the bubble, below what came; Stop
+    while a transcript streams cancels the reader (the connection closes) and keeps the rest."""
+    page = browser.page
+    page.click("#new-chat")
+    _use_model(page, "whisper-tiny.en")
+    said = " A man said to the universe."
+    delta = {"type": "transcript.text.delta", "delta": said, "segment_id": "seg_0"}
+    segment = {
+        "type": "transcript.text.segment",
+        "id": "seg_0",
+        "start": 0.0,
+        "end": 2.5,
+        "text": said,
+        "audio_done": 2.5,
+        "audio_duration": 10.0,
+    }
+    error = {
+        "error": {
+            "message": "not enough memory to go on",
+            "type": "insufficient_storage",
+            "code": "insufficient_memory",
+        }
+    }
+    with _fake_transcriptions(page, [delta, segment, error]) as fake:
+        page.set_input_files("#audio-input", str(CLIP))
+        page.click("#send")
+        failed = _answer(page, 0)
+    assert _field(fake.bodies[0], "stream") == b"true"
+    expect(failed).to_have_attribute("data-state", "error")
+    expect(failed).to_have_class(re.compile("failed"))
+    expect(failed.locator(".transcript-text")).to_have_text(said.strip())
+    expect(failed.locator(".segments .ts")).to_have_text(["0:00.0 – 0:02.5"])
+    expect(failed.locator(".progress-text")).to_have_text("2.5 s of 10.0 s transcribed")
+    expect(failed.locator(".err")).to_contain_text("Not enough memory for this model (507):")
+    expect(failed.locator(".err")).to_contain_text("not enough memory to go on")
+    expect(page.locator("#error")).to_contain_text("not enough memory to go on")
+
+    with _fake_transcriptions(page, [delta, segment], hold=True) as fake:
+        page.set_input_files("#audio-input", str(CLIP))
+        page.click("#send")
+        bubble = page.locator(".msg.assistant").nth(1)
+        expect(bubble).to_have_attribute("data-segments-seen", "1")
+        expect(bubble).to_have_attribute("data-state", "streaming")
+        expect(page.locator("#send")).to_have_text("Stop")
+        page.click("#send")
+        expect(bubble).to_have_attribute("data-state", "stopped")
+        assert fake.closed.wait(10), "the page kept the transcript stream open after Stop"
+    expect(bubble.locator(".dim")).to_have_text("(stopped)")
+    expect(bubble.locator(".transcript-text")).to_have_text(said.strip())
+    expect(bubble.locator(".segments li")).to_have_count(1)
+    expect(page.locator("#send")).to_have_text("Send")
+    expect(page.locator("#error")).to_be_hidden()
 
 
 def test_image_for_vision_model_and_capability_mismatch(browser: Browser, tmp_path: Path) -> None:

@@ -246,6 +246,18 @@
     }
   }
 
+  // An error that comes as an event after the stream started (the 200 was already sent):
+  // its type says which status it would have had.
+  const TYPE_STATUS = {
+    invalid_request_error: 400, authentication_error: 401, permission_error: 403,
+    not_found_error: 404, request_too_large: 413, rate_limit_error: 429, server_error: 500,
+    server_busy: 503, insufficient_storage: 507,
+  };
+  function streamError(e) {
+    const status = TYPE_STATUS[e && e.type] || 500;
+    return new ApiError(status, (e && e.message) || "the stream failed", e && e.code);
+  }
+
   async function apiError(res) {
     let message = res.statusText || "request failed";
     let code = null;
@@ -329,7 +341,7 @@
     const caps = m.capabilities || [];
     switch (kindOf(m)) {
       case "stt":
-        return "Speech to text: record or attach audio, then Send — the transcript comes with segment timestamps.";
+        return "Speech to text: record or attach audio, then Send — the transcript streams in segment by segment, with timestamps and progress.";
       case "other":
         return "Not a chat model (embeddings): use it through the API.";
       default:
@@ -571,12 +583,17 @@
     return { messages, dropped: Array.from(dropped).join(" and ") };
   }
 
+  // The data of each server-sent event, as it arrives. Stop (the AbortController) cancels
+  // the reader; the loop then ends with an AbortError, never as if the stream had finished.
   async function* sseEvents(res, signal) {
     const reader = res.body.getReader();
     const decoder = new TextDecoder();
+    const cancel = () => { reader.cancel().catch(() => {}); };
+    if (signal) signal.addEventListener("abort", cancel, { once: true });
     let buf = "";
     try {
       for (;;) {
+        if (signal && signal.aborted) throw new DOMException("stopped", "AbortError");
         const { value, done } = await reader.read();
         if (done) break;
         buf += decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
@@ -589,7 +606,9 @@
           if (data) yield data;
         }
       }
+      if (signal && signal.aborted) throw new DOMException("stopped", "AbortError");
     } finally {
+      if (signal) signal.removeEventListener("abort", cancel);
       if (signal && signal.aborted) reader.cancel().catch(() => {});
       reader.releaseLock();
     }
@@ -636,7 +655,7 @@
         if (data === "[DONE]") break;
         let chunk;
         try { chunk = JSON.parse(data); } catch (_) { continue; }
-        if (chunk.error) throw new ApiError(500, chunk.error.message || "the stream failed", chunk.error.code);
+        if (chunk.error) throw streamError(chunk.error);
         if (chunk.usage) usage = chunk.usage;
         const choice = chunk.choices && chunk.choices[0];
         if (!choice) continue;
@@ -693,7 +712,117 @@
     }
   }
 
-  // ------------------------------------------------------------ transcription (Whisper)
+  // ------------------------------------------------------------ transcription (Whisper, streamed)
+  // The transcript is streamed (`stream=true`): server-sent events, drawn as they arrive —
+  // transcript.text.delta (text of a segment), transcript.text.segment (a finished segment
+  // with its timestamps and how much of the audio is done), transcript.text.done (the whole
+  // text). A server that answers with plain JSON instead is drawn the way it always was.
+  function transcriptView(b) {
+    const text = h("p", { class: "transcript-text" });
+    const bar = h("progress", { class: "transcript-progress", "aria-label": "Audio transcribed so far" });
+    const label = h("span", { class: "progress-text", text: "Transcribing…" });
+    const progress = h("div", { class: "progress" }, bar, label);
+    const list = h("ol", { class: "segments", "aria-label": "segments with timestamps" });
+    b.body.replaceChildren(text, progress, list);
+    b.node.dataset.segmentsSeen = "0";
+    const v = {
+      entries: [], // {id, text, final}, in the order the segments came
+      items: new Map(), // segment id → its <li>
+      seen: 0,
+      done: 0,
+      duration: null,
+      text: "",
+    };
+
+    const joined = () => {
+      let s = "";
+      for (const e of v.entries) {
+        if (s && e.text && !/\s$/.test(s) && !/^\s/.test(e.text)) s += " ";
+        s += e.text;
+      }
+      return s;
+    };
+    const entry = (id) => {
+      let e = id === null ? null : v.entries.find((x) => x.id === id);
+      if (!e && id === null) {
+        const last = v.entries[v.entries.length - 1];
+        if (last && !last.final) e = last;
+      }
+      if (!e) { e = { id, text: "", final: false }; v.entries.push(e); }
+      return e;
+    };
+    const showText = (s) => {
+      v.text = s;
+      text.textContent = s.trim();
+      keepScrolled();
+    };
+    const showProgress = (final) => {
+      b.node.dataset.audioDone = v.done.toFixed(2);
+      if (v.duration === null) {
+        label.textContent = final ? "Transcribed." : `${v.done.toFixed(1)} s transcribed…`;
+        if (final) { bar.max = 1; bar.value = 1; }
+        return;
+      }
+      b.node.dataset.audioDuration = v.duration.toFixed(2);
+      bar.max = Math.max(v.duration, 0.001);
+      bar.value = Math.min(v.done, bar.max);
+      label.textContent = `${v.done.toFixed(1)} s of ${v.duration.toFixed(1)} s transcribed`;
+      progress.classList.toggle("complete", Boolean(final));
+    };
+
+    v.delta = (ev) => {
+      if (typeof ev.delta !== "string" || !ev.delta) return;
+      const e = entry(typeof ev.segment_id === "string" ? ev.segment_id : null);
+      if (e.final) return; // its segment event already gave the whole text
+      e.text += ev.delta;
+      showText(joined());
+    };
+    v.segment = (ev) => {
+      const id = typeof ev.id === "string" ? ev.id : `seg_${v.entries.length}`;
+      const e = entry(id);
+      if (typeof ev.text === "string") e.text = ev.text;
+      e.final = true;
+      const start = Number(ev.start) || 0;
+      const end = Number(ev.end) || start;
+      const li = h("li", { "data-id": id },
+        h("span", { class: "ts", text: `${fmtSeconds(start)} – ${fmtSeconds(end)}` }),
+        h("span", { class: "seg", text: e.text.trim() }));
+      const old = v.items.get(id);
+      if (old) old.replaceWith(li); else list.append(li);
+      v.items.set(id, li);
+      if (typeof ev.audio_duration === "number" && ev.audio_duration > 0) v.duration = ev.audio_duration;
+      const reached = typeof ev.audio_done === "number" ? ev.audio_done : end;
+      v.done = Math.max(v.done, v.duration === null ? reached : Math.min(reached, v.duration));
+      showText(joined());
+      showProgress(false);
+      v.seen += 1;
+      b.node.dataset.segmentsSeen = String(v.seen);
+    };
+    v.finish = (ev) => {
+      if (typeof ev.text === "string") showText(ev.text);
+      else showText(joined());
+      if (typeof ev.duration === "number" && ev.duration > 0) v.duration = ev.duration;
+      if (v.duration !== null) v.done = v.duration;
+      if (!v.text.trim()) text.textContent = "(no speech found)";
+      if (!v.seen && v.duration === null) progress.remove(); // nothing to say about progress
+      else showProgress(true);
+      if (!v.seen) list.remove();
+    };
+    // The whole transcript at once (a JSON answer): text, segments, duration.
+    v.whole = (t) => {
+      const segs = Array.isArray(t.segments) ? t.segments : [];
+      if (typeof t.duration === "number" && t.duration > 0) v.duration = t.duration;
+      segs.forEach((s, i) => v.segment({ id: `seg_${i}`, start: s.start, end: s.end, text: s.text || "" }));
+      v.finish({ text: t.text || "" });
+    };
+    v.stop = () => { // stopped or broken midway: keep what came, drop an empty list
+      if (!v.seen) list.remove();
+      if (!v.text.trim()) text.remove();
+      if (!v.seen) progress.remove();
+    };
+    return v;
+  }
+
   async function transcribe(model, prompt, a) {
     userBubble("", [a]);
     const b = assistantBubble(model.id, "transcript");
@@ -701,42 +830,72 @@
     const name = a.name && a.name.includes(".") ? a.name : `${a.name || "audio"}.${a.format || "wav"}`;
     form.append("file", a.blob, name);
     form.append("model", model.id);
-    form.append("response_format", "verbose_json");
+    form.append("response_format", "json");
+    form.append("stream", "true");
     if (prompt) form.append("prompt", prompt);
     const ctrl = new AbortController();
     state.abort = ctrl;
     setStatus(model.loaded ? `Transcribing ${a.name}…` : `Loading ${model.id} and transcribing…`);
     const t0 = performance.now();
+    const v = transcriptView(b);
+    let language = null;
     try {
-      const res = await api("/v1/audio/transcriptions", { method: "POST", body: form, signal: ctrl.signal });
+      const res = await api("/v1/audio/transcriptions", {
+        method: "POST", body: form, signal: ctrl.signal, headers: { Accept: "text/event-stream" },
+      });
       if (!res.ok) throw await apiError(res);
-      const t = await res.json();
-      const segs = Array.isArray(t.segments) ? t.segments : [];
-      b.body.replaceChildren(h("p", { class: "transcript-text", text: (t.text || "").trim() || "(no speech found)" }));
-      if (segs.length) {
-        const list = h("ol", { class: "segments", "aria-label": "segments with timestamps" });
-        for (const s of segs) {
-          list.append(h("li", {},
-            h("span", { class: "ts", text: `${fmtSeconds(s.start)} – ${fmtSeconds(s.end)}` }),
-            h("span", { class: "seg", text: (s.text || "").trim() })));
+      b.node.dataset.state = "streaming";
+      if ((res.headers.get("Content-Type") || "").startsWith("text/event-stream")) {
+        let finished = false;
+        for await (const data of sseEvents(res, ctrl.signal)) {
+          if (data === "[DONE]") break;
+          let ev;
+          try { ev = JSON.parse(data); } catch (_) { continue; }
+          if (!ev || typeof ev !== "object") continue;
+          if (ev.error) throw streamError(ev.error);
+          if (ev.type === "transcript.text.delta") v.delta(ev);
+          else if (ev.type === "transcript.text.segment") {
+            v.segment(ev);
+            setStatus(v.duration
+              ? `Transcribing ${a.name}: ${v.done.toFixed(1)} s of ${v.duration.toFixed(1)} s…`
+              : `Transcribing ${a.name}…`);
+          } else if (ev.type === "transcript.text.done") {
+            if (typeof ev.language === "string") language = ev.language;
+            v.finish(ev);
+            finished = true;
+            break;
+          }
         }
-        b.body.append(list);
+        if (!finished) throw new ApiError(500, "the transcript stream ended before it was done");
+      } else {
+        const t = await res.json();
+        if (typeof t.language === "string") language = t.language;
+        v.whole(t);
       }
       b.body.append(h("button", {
         type: "button", class: "small", text: "Use as message",
-        onclick: () => { el.message.value = (t.text || "").trim(); el.message.focus(); },
+        onclick: () => { el.message.value = v.text.trim(); el.message.focus(); },
       }));
       const secs = (performance.now() - t0) / 1000;
-      const facts = [t.language, typeof t.duration === "number" ? `${t.duration.toFixed(1)} s audio` : null,
-        `${secs.toFixed(1)} s`].filter(Boolean);
+      const facts = [language, v.duration !== null ? `${v.duration.toFixed(1)} s audio` : null,
+        v.seen ? `${v.seen} segment${v.seen === 1 ? "" : "s"}` : null, `${secs.toFixed(1)} s`].filter(Boolean);
       b.meta.textContent = facts.join(" · ");
       b.node.dataset.state = "done";
       setStatus(`Transcribed in ${secs.toFixed(1)} s.`);
       return true;
     } catch (err) {
-      failBubble(b, err);
-      showError(err);
-      setStatus("");
+      const partial = Boolean(v.text.trim()) || v.seen > 0;
+      v.stop();
+      if (err && err.name === "AbortError") {
+        if (!partial) b.body.replaceChildren();
+        b.body.append(h("p", { class: "dim", text: "(stopped)" }));
+        b.node.dataset.state = "stopped";
+        setStatus("Stopped.");
+      } else {
+        failBubble(b, err, partial); // broke midway: what came stays, the error below it
+        showError(err);
+        setStatus("");
+      }
       return false;
     } finally {
       b.node.removeAttribute("aria-busy");
