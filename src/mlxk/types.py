@@ -107,3 +107,30 @@ class GenerationChunk:
     token_count: int = 0
     finish_reason: str | None = None  # "stop" / "length" on the last chunk
     prompt_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How tokens are drawn; one value with one set of defaults for the CLI and the server
+    (``backends.sampling.resolve_sampling`` fills it)."""
+
+    temperature: float
+    top_p: float
+    repetition_penalty: float | None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Started:
+    """The first event of every run: what the runner was actually given."""
+
+    backend: Backend
+    sampling: Sampling | None = None
+    prompt: str | None = None  # the prompt after defaults (None when messages were given)
+    prompt_tokens: int | None = None
+    max_tokens: int | None = None
+    duration: float | None = None  # seconds of audio, for transcriptions
+    # backend-specific facts, filled in as the run goes (vision: windows, per-call batches)
+    detail: object | None = None

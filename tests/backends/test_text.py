@@ -15,10 +15,10 @@ from tests.helpers.textmodels import (
 )
 
 from mlxk.backends.text import StopStrings, TextRunner, load_text
-from mlxk.errors import GenerationError, ValidationError
-from mlxk.types import GenerationChunk
+from mlxk.errors import ValidationError
+from mlxk.types import GenerationChunk, Sampling
 
-GREEDY = {"temperature": 0.0, "repetition_penalty": 1.0}
+GREEDY = {"sampling": Sampling(temperature=0.0, top_p=1.0, repetition_penalty=None)}
 PARIS_ANSWER = "The capital of France is Paris."  # SmolLM2 greedy, float32 and float16 alike
 PARIS_TOKEN = 7042  # " Paris" in SmolLM2's vocabulary
 
@@ -67,16 +67,16 @@ def test_default_max_tokens_fill_the_context(tiny: TextRunner) -> None:
 
 
 def test_prompt_longer_than_context_is_refused(tiny: TextRunner) -> None:
-    with pytest.raises(GenerationError, match="fills the context"):
+    with pytest.raises(ValidationError, match="context length is 64 tokens"):
         tiny.stream(prompt="x" * 200)
     with pytest.raises(ValidationError):
         tiny.stream(prompt="hi", max_tokens=0)
 
 
 def test_seed_makes_sampling_repeatable(tiny: TextRunner) -> None:
-    kw = {"prompt": "hello", "max_tokens": 12, "temperature": 1.0, "top_p": 1.0}
-    first, _ = _run(tiny, seed=7, **kw)
-    assert _run(tiny, seed=7, **kw)[0] == first
+    kw = {"prompt": "hello", "max_tokens": 12, "sampling": Sampling(1.0, 1.0, None, seed=7)}
+    first, _ = _run(tiny, **kw)
+    assert _run(tiny, **kw)[0] == first
 
 
 def test_count_tokens_and_templates(tiny: TextRunner) -> None:

@@ -27,13 +27,15 @@ from mlxk.backends.vision import (
     AUDIO_TEMPERATURE,
     DEFAULT_TEMPERATURE,
     IMAGE_PROMPT,
+    VisionRequest,
     VisionRunner,
+    VisionStream,
     load_vision,
     metadata_context,
 )
 from mlxk.errors import CapabilityMismatchError, MediaError, ValidationError
 from mlxk.media.image import load_image
-from mlxk.types import GenerationChunk
+from mlxk.types import GenerationChunk, Sampling
 
 # Known and harmless: mlx-vlm's qwen2_vl reads ``rope_scaling``, which transformers calls
 # deprecated; Gemma's 128-bin mel bank has an empty bin at 16 kHz (real checkpoints too).
@@ -78,8 +80,25 @@ def noise(seconds: float, seed: int = 0) -> np.ndarray:
     return (rng.standard_normal(round(seconds * RATE)) * 0.1).astype(np.float32)
 
 
+_LAST: list[VisionRequest] = []
+
+
+def stream(
+    runner: VisionRunner, prompt: str | None, temperature: float | None = None, **kw: object
+) -> VisionStream:
+    """The runner's stream; an explicit temperature becomes the Sampling it is given."""
+    sampling = None if temperature is None else Sampling(temperature, 0.9, None)
+    out = runner.stream(prompt, sampling=sampling, **kw)  # type: ignore[arg-type]
+    _LAST[:] = [out.request]
+    return out
+
+
+def last_request() -> VisionRequest:
+    return _LAST[0]
+
+
 def run(runner: VisionRunner, prompt: str | None, **kw: object) -> list[GenerationChunk]:
-    chunks = list(runner.stream(prompt, **kw))  # type: ignore[arg-type]
+    chunks = list(stream(runner, prompt, **kw))  # type: ignore[arg-type]
     assert chunks, "a stream always ends with a chunk carrying the finish reason"
     assert all(c.finish_reason is None for c in chunks[:-1])
     return chunks
@@ -104,7 +123,7 @@ def test_image_gives_max_tokens_and_length(qwen: VisionRunner, tmp_path: Path) -
 def test_text_only_prompt_uses_mlx_vlm_text_path(qwen: VisionRunner) -> None:
     chunks = run(qwen, "Hello there", max_tokens=5, temperature=0.0)
     assert (chunks[-1].finish_reason, chunks[-1].token_count) == ("length", 5)
-    req = qwen.last_request
+    req = last_request()
     assert req is not None and req.temperature == 0.0
     assert [b.images for b in req.batches] == [0]
     # The prompt tokens are the chat-templated prompt: it grows token for token with the text.
@@ -114,7 +133,7 @@ def test_text_only_prompt_uses_mlx_vlm_text_path(qwen: VisionRunner) -> None:
 
 def test_image_defaults_prompt_and_temperature(qwen: VisionRunner) -> None:
     run(qwen, None, images=[png()], max_tokens=2)
-    req = qwen.last_request
+    req = last_request()
     assert req is not None
     assert (req.prompt, req.temperature) == (IMAGE_PROMPT, DEFAULT_TEMPERATURE)
 
@@ -123,11 +142,11 @@ def test_chunks_batch_images_and_stream_each_answer(qwen: VisionRunner) -> None:
     images = [png(seed=i) for i in range(5)]
     seen_batches = []
     chunks = []
-    for c in qwen.stream("Describe.", images=images, chunk=2, max_tokens=3, temperature=0.0):
-        assert qwen.last_request is not None
-        seen_batches.append(len(qwen.last_request.batches))
+    for c in stream(qwen, "Describe.", images=images, chunk=2, max_tokens=3, temperature=0.0):
+        assert last_request() is not None
+        seen_batches.append(len(last_request().batches))
         chunks.append(c)
-    req = qwen.last_request
+    req = last_request()
     assert req is not None
     assert [b.images for b in req.batches] == [2, 2, 1]
     assert all(b.generated_tokens == 3 and b.finish_reason == "length" for b in req.batches)
@@ -141,22 +160,22 @@ def test_chunks_batch_images_and_stream_each_answer(qwen: VisionRunner) -> None:
 def test_chunk_and_max_tokens_are_validated(qwen: VisionRunner) -> None:
     for bad in (0, 6):
         with pytest.raises(ValidationError):
-            qwen.stream("x", images=[png()], chunk=bad)
+            stream(qwen, "x", images=[png()], chunk=bad)
     with pytest.raises(ValidationError):
-        qwen.stream("x", max_tokens=0)
+        stream(qwen, "x", max_tokens=0)
     with pytest.raises(ValidationError):
-        qwen.stream(None)
+        stream(qwen, None)
 
 
 def test_vision_only_model_refuses_audio(qwen: VisionRunner) -> None:
     assert qwen.supports_images and not qwen.supports_audio
     with pytest.raises(CapabilityMismatchError):
-        qwen.stream(None, audio=[noise(1.0)])
+        stream(qwen, None, audio=[noise(1.0)])
 
 
 def test_undecodable_image_is_a_media_error(qwen: VisionRunner) -> None:
     with pytest.raises(MediaError):
-        qwen.stream("x", images=[b"not an image at all"])
+        stream(qwen, "x", images=[b"not an image at all"])
 
 
 def test_exif_metadata_reaches_the_prompt(qwen: VisionRunner) -> None:
@@ -185,9 +204,9 @@ def test_float32_activations_cast_and_off(qwen_dir: Path, qwen: VisionRunner) ->
 
 
 def test_cancel_before_first_token(qwen: VisionRunner) -> None:
-    stream = qwen.stream("Hello", max_tokens=50, temperature=0.0)
+    out = stream(qwen, "Hello", max_tokens=50, temperature=0.0)
     qwen.cancel()
-    chunks = list(stream)
+    chunks = list(out)
     assert [(c.finish_reason, c.token_count) for c in chunks] == [("cancelled", 0)]
     # The next request starts clean.
     assert run(qwen, "Hello", max_tokens=2, temperature=0.0)[-1].finish_reason == "length"
@@ -226,13 +245,13 @@ def test_audio_content_changes_the_answer(gemma: VisionRunner) -> None:
 
 def test_audio_defaults_prompt_and_temperature(gemma: VisionRunner) -> None:
     chunks = run(gemma, None, audio=[noise(1.0)], max_tokens=3)
-    req = gemma.last_request
+    req = last_request()
     assert req is not None
     assert (req.prompt, req.temperature) == (AUDIO_PROMPT, AUDIO_TEMPERATURE)
     assert chunks[-1].token_count == 3
     # Defaults are only defaults: an explicit 0.0 is used as given.
     run(gemma, None, audio=[noise(1.0)], max_tokens=1, temperature=0.0)
-    assert gemma.last_request is not None and gemma.last_request.temperature == 0.0
+    assert last_request() is not None and last_request().temperature == 0.0
 
 
 def test_audio_and_image_go_in_one_call(gemma: VisionRunner) -> None:
@@ -240,7 +259,7 @@ def test_audio_and_image_go_in_one_call(gemma: VisionRunner) -> None:
     with_image = _prompt_tokens(gemma, "Both.", images=[png()])
     with_audio = _prompt_tokens(gemma, "Both.", audio=[noise(1.0)])
     both = _prompt_tokens(gemma, "Both.", images=[png()], audio=[noise(1.0)])
-    req = gemma.last_request
+    req = last_request()
     assert req is not None and len(req.batches) == 1
     assert (req.batches[0].images, req.batches[0].window is not None) == (1, True)
     assert both - text == (with_image - text) + (with_audio - text)
@@ -251,7 +270,7 @@ def test_long_audio_is_split_into_windows_nothing_dropped(gemma: VisionRunner) -
     base = _prompt_tokens(gemma, "Listen.", audio=[noise(1.0)]) - TOKENS_PER_SECOND
     clip = noise(70.0, seed=7)
     chunks = run(gemma, "Listen.", audio=[clip], max_tokens=2, temperature=0.0)
-    req = gemma.last_request
+    req = last_request()
     assert req is not None and req.windows_used == 3 == len(req.batches)
     spans = [(w.start, w.end) for w in req.windows]
     assert spans[0][0] == 0.0 and spans[-1][1] == pytest.approx(70.0)
@@ -276,7 +295,7 @@ def test_window_limit_is_read_from_the_processor(gemma_dir: Path, tmp_path: Path
     runner = load_vision(short, float32_activations=True)
     assert runner.audio_window_seconds == 10.0
     run(runner, "Listen.", audio=[noise(25.0)], max_tokens=1, temperature=0.0)
-    req = runner.last_request
+    req = last_request()
     assert req is not None
     assert [(w.start, w.end) for w in req.windows] == [(0.0, 10.0), (10.0, 20.0), (20.0, 25.0)]
 
@@ -284,7 +303,7 @@ def test_window_limit_is_read_from_the_processor(gemma_dir: Path, tmp_path: Path
 def test_omni_model_answers_plain_text(gemma: VisionRunner) -> None:
     chunks = run(gemma, "What is two plus two?", max_tokens=4, temperature=0.0)
     assert (chunks[-1].finish_reason, chunks[-1].token_count) == ("length", 4)
-    req = gemma.last_request
+    req = last_request()
     assert req is not None and req.windows == () and [b.images for b in req.batches] == [0]
 
 
@@ -302,5 +321,5 @@ def test_messages_history_and_system_reach_the_template(qwen: VisionRunner) -> N
     assert briefed.prompt_tokens - plain.prompt_tokens == (
         qwen.count_tokens("Be brief.") - qwen.count_tokens(default_system)
     )
-    req = qwen.last_request
+    req = last_request()
     assert req is not None and req.prompt is None and [b.images for b in req.batches] == [1]

@@ -46,7 +46,7 @@ def smollm2(smollm2_dir: Path):
 
 
 def _answer(runner, prompt: str = SMOLLM2_PARIS_PROMPT, **kw) -> str:
-    kw = {"temperature": 0.0, "repetition_penalty": 1.0, "max_tokens": 40, **kw}
+    kw = {"max_tokens": 40, **kw}  # greedy, no penalty: the stream's defaults
     return "".join(c.text for c in runner.stream(prompt=prompt, **kw))
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from mlxk.backends.memory import GB, MemoryEstimate
+from mlxk.backends.pool import ModelKey, ModelPool
 from mlxk.errors import MemoryGateError
-from mlxk.server.pool import ModelKey, ModelPool
 from mlxk.types import Backend
 
 

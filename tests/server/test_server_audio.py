@@ -79,15 +79,19 @@ def test_json_is_only_text_and_segments_without_words_unless_asked(server: Serve
     assert wer(SHORT, body["text"]) <= 0.05
 
 
-def test_streamed_transcription_sends_deltas_then_done(client: Any) -> None:
+def test_streamed_transcription_sends_deltas_segments_then_done(client: Any) -> None:
     with (SPEECH / f"{SHORT}.wav").open("rb") as fh:
         events = list(
             client.audio.transcriptions.create(model="whisper-tiny.en", file=fh, stream=True)
         )
     kinds = [e.type for e in events]
     assert kinds[-1] == "transcript.text.done" and kinds.count("transcript.text.done") == 1
-    assert set(kinds[:-1]) == {"transcript.text.delta"} and kinds[:-1]
-    deltas = "".join(e.delta for e in events[:-1])
+    # each segment: its delta, then the segment with its times (as OpenAI's stream sends them)
+    body = kinds[:-1]
+    assert body and body == ["transcript.text.delta", "transcript.text.segment"] * (len(body) // 2)
+    segments = [e for e in events if e.type == "transcript.text.segment"]
+    assert all(0.0 <= s.start <= s.end <= 4.7 for s in segments)
+    deltas = "".join(e.delta for e in events if e.type == "transcript.text.delta")
     assert _norm(deltas) == _norm(events[-1].text)
     assert wer(SHORT, events[-1].text) <= 0.05
 

@@ -8,8 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from mlxk.backends.sampling import token_budget
 from mlxk.errors import GenerationError, ValidationError
-from mlxk.types import GenerationChunk
+from mlxk.types import GenerationChunk, Sampling
+
+GREEDY = Sampling(temperature=0.0, top_p=1.0, repetition_penalty=None)
 
 # Used only when a config names no context length at all.
 FALLBACK_CONTEXT_LENGTH = 4096
@@ -99,6 +102,17 @@ class TextRunner:
         """Stop the generation in progress after the step being computed (thread-safe)."""
         self._cancel.set()
 
+    def _templated(self, chat: list[dict[str, Any]]) -> list[int]:
+        """A template that rejects the messages is the caller's error, not a crash."""
+        from jinja2 import TemplateError
+
+        try:
+            return list(self.tokenizer.apply_chat_template(chat, add_generation_prompt=True))
+        except (TemplateError, TypeError, ValueError, KeyError) as exc:
+            err = ValidationError(f"the model's chat template refused the messages: {exc}")
+            err.param = "messages"  # type: ignore[attr-defined]
+            raise err from None
+
     def encode_prompt(
         self,
         messages: list[dict[str, Any]] | None = None,
@@ -117,8 +131,7 @@ class TextRunner:
             if system is not None:  # --system replaces a leading system message
                 chat = chat[1:] if chat and chat[0].get("role") == "system" else chat
                 chat = [{"role": "system", "content": system}, *chat]
-            ids = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True)
-            return list(ids)
+            return self._templated(chat)
         text = (
             prompt
             if prompt is not None
@@ -128,15 +141,9 @@ class TextRunner:
             text = f"{system}\n\n{text}"
         return list(self.tokenizer.encode(text))
 
-    def _token_limit(self, prompt_tokens: int, max_tokens: int | None) -> int:
-        room = self.context_length - prompt_tokens
-        if room <= 0:
-            raise GenerationError(
-                f"prompt of {prompt_tokens} tokens fills the context of {self.context_length}"
-            )
-        if max_tokens is not None and max_tokens <= 0:
-            raise ValidationError(f"max_tokens must be positive, got {max_tokens}")
-        return room if max_tokens is None else min(max_tokens, room)
+    def new_batch(self, max_batch: int, stream: Any = None) -> TextBatch:
+        """A continuous batch over this model (the engine keeps one per loaded model)."""
+        return TextBatch(self, max_batch, stream)
 
     def stream(
         self,
@@ -146,79 +153,132 @@ class TextRunner:
         use_chat_template: bool = True,
         system: str | None = None,
         max_tokens: int | None = None,
-        temperature: float = 0.7,
-        top_p: float = 0.9,
-        repetition_penalty: float = 1.1,
+        sampling: Sampling = GREEDY,
         stop: Sequence[str] = (),
-        seed: int | None = None,
     ) -> Iterator[GenerationChunk]:
-        """Generate; the last chunk has finish_reason "stop", "length" or "cancelled".
+        """One request on its own: a batch of one, the same decode path the engine runs.
 
-        ``token_count`` is cumulative (generated tokens so far, an ending EOS included) and
-        every chunk carries ``prompt_tokens``. Greedy when temperature == 0.
-        """
+        The last chunk has finish_reason "stop", "length" or "cancelled"; ``token_count`` is
+        cumulative and every chunk carries ``prompt_tokens``."""
         ids = self.encode_prompt(
             messages, prompt=prompt, use_chat_template=use_chat_template, system=system
         )
-        limit = self._token_limit(len(ids), max_tokens)
+        limit = token_budget(len(ids), self.context_length, max_tokens, self.context_length)
         self._cancel.clear()
-        responses = self._responses(ids, limit, temperature, top_p, repetition_penalty, seed)
-        return self._chunks(responses, StopStrings(stop), len(ids))
+        return self._alone(ids, limit, sampling, stop)
 
-    def _responses(
-        self,
-        ids: list[int],
-        limit: int,
-        temperature: float,
-        top_p: float,
-        repetition_penalty: float,
-        seed: int | None,
-    ) -> Iterator[Any]:
-        import mlx.core as mx
-        from mlx_lm import stream_generate
-        from mlx_lm.sample_utils import make_logits_processors, make_sampler
-
-        if seed is not None:
-            mx.random.seed(seed)
-        sampler = make_sampler(temp=temperature, top_p=top_p)
-        penalty = repetition_penalty if repetition_penalty not in (None, 1.0) else None
-        processors = make_logits_processors(repetition_penalty=penalty) if penalty else None
-        return stream_generate(
-            self.model,
-            self.tokenizer,
-            mx.array(ids),
-            max_tokens=limit,
-            sampler=sampler,
-            logits_processors=processors,
-        )
-
-    def _chunks(
-        self, responses: Iterator[Any], stops: StopStrings, prompt_tokens: int
+    def _alone(
+        self, ids: list[int], limit: int, sampling: Sampling, stop: Sequence[str]
     ) -> Iterator[GenerationChunk]:
-        count = 0
+        import mlx.core as mx
+
+        batch = self.new_batch(1, mx.default_stream(mx.default_device()))
+        batch.insert(ids, sampling, limit)
+        seq = batch.sequence(stop, len(ids))
         try:
             while not self._cancel.is_set():  # checked before each generated token
-                response = next(responses, None)
-                if response is None:
-                    return
-                count = int(response.generation_tokens)
-                text, hit = stops.feed(response.text)
-                if hit:
-                    yield GenerationChunk(text, count, "stop", prompt_tokens)
-                    return
-                if response.finish_reason is not None:
-                    text += stops.flush()
-                    yield GenerationChunk(text, count, response.finish_reason, prompt_tokens)
-                    return
-                if text:
-                    yield GenerationChunk(text, count, None, prompt_tokens)
-            yield GenerationChunk(stops.flush(), count, "cancelled", prompt_tokens)
+                for token in batch.step():
+                    chunk = seq.feed(token.token, token.finish_reason)
+                    if chunk is not None:
+                        yield chunk
+                    if seq.ended:
+                        return
+            yield seq.cancelled()
+        finally:
+            batch.close()
+
+
+@dataclass(frozen=True)
+class Token:
+    uid: int
+    token: int
+    finish_reason: str | None
+
+
+class TextSequence:
+    """One request inside a batch: detokenizes, applies stop strings, counts."""
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_tokens: int) -> None:
+        self.detok = tokenizer.detokenizer  # mlx-lm hands out a fresh copy per access
+        self.stops = StopStrings(stops)
+        self.prompt_tokens = prompt_tokens
+        self.count = 0
+        self.ended = False
+
+    def feed(self, token: int, finish_reason: str | None) -> GenerationChunk | None:
+        """What one generated token adds (None when nothing is ready to show yet)."""
+        self.count += 1
+        if finish_reason != "stop":  # an ending EOS is counted but never shown
+            self.detok.add_token(token)
+        if finish_reason is not None:
+            self.detok.finalize()
+        text, hit = self.stops.feed(self.detok.last_segment)
+        reason = "stop" if hit else finish_reason
+        if reason is not None and not hit:
+            text += self.stops.flush()
+        self.ended = reason is not None
+        if text or self.ended:
+            return GenerationChunk(text, self.count, reason, self.prompt_tokens)
+        return None
+
+    def cancelled(self) -> GenerationChunk:
+        self.ended = True
+        return GenerationChunk(self.stops.flush(), self.count, "cancelled", self.prompt_tokens)
+
+
+class TextBatch:
+    """mlx-lm's BatchGenerator over one model: requests join and leave between steps."""
+
+    def __init__(self, runner: TextRunner, max_batch: int, stream: Any) -> None:
+        from mlx_lm.generate import BatchGenerator
+
+        self.runner = runner
+        kw = {} if stream is None else {"stream": stream}
+        self.gen = BatchGenerator(
+            runner.model,
+            completion_batch_size=max_batch,
+            prefill_batch_size=min(8, max_batch),
+            **kw,
+        )
+
+    def insert(self, ids: list[int], sampling: Sampling, max_tokens: int) -> int:
+        from mlx_lm.generate import StopSequences
+        from mlx_lm.sample_utils import make_logits_processors, make_sampler
+
+        if sampling.seed is not None:
+            import mlx.core as mx
+
+            mx.random.seed(sampling.seed)
+        processors = make_logits_processors(
+            repetition_penalty=sampling.repetition_penalty,
+            presence_penalty=sampling.presence_penalty,
+            frequency_penalty=sampling.frequency_penalty,
+        )
+        uids = self.gen.insert(
+            [ids],
+            max_tokens=[max_tokens],
+            samplers=[make_sampler(temp=sampling.temperature, top_p=sampling.top_p)],
+            logits_processors=[processors],
+            stop_sequences=[StopSequences([(t,) for t in self.runner.eos_token_ids])],
+        )
+        return int(uids[0])
+
+    def sequence(self, stop: Sequence[str], prompt_tokens: int) -> TextSequence:
+        return TextSequence(self.runner.tokenizer, stop, prompt_tokens)
+
+    def step(self) -> list[Token]:
+        """One decode step for every sequence (prefill happens inside as needed)."""
+        try:
+            _prompts, responses = self.gen.next()
         except (ValueError, RuntimeError) as exc:
             raise GenerationError(f"generation failed: {exc}") from exc
-        finally:
-            close = getattr(responses, "close", None)
-            if close is not None:
-                close()
+        return [Token(r.uid, int(r.token), r.finish_reason) for r in responses]
+
+    def remove(self, uids: list[int]) -> None:
+        self.gen.remove(uids)
+
+    def close(self) -> None:
+        self.gen.close()
 
 
 def load_text(path: Path, *, float32_activations: bool) -> TextRunner:

@@ -9,8 +9,8 @@ complete:
   window is one call, together with all images of the request, and the texts join in order;
 * neither: one text-only call (mlx-vlm's text path), so a vision/omni model answers plain text.
 
-``VisionRunner.last_request`` records what was actually used (prompt, temperature, windows and
-per-call token counts) so callers can report it and tests can check it.
+``VisionRunner.stream`` returns a ``VisionStream`` whose ``request`` records what was actually
+used (prompt, temperature, windows and per-call token counts) so callers can report it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from mlxk.errors import (
     ValidationError,
 )
 from mlxk.media.image import LoadedImage, load_image, readable_exif
-from mlxk.types import GenerationChunk
+from mlxk.types import GenerationChunk, Sampling
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ _CHUNK_JOIN = "\n\n"
 
 
 # --------------------------------------------------------------------------------------------
-# What a request used (exposed as VisionRunner.last_request)
+# What a request used (VisionStream.request)
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,7 @@ def _exif_gps(exif: dict[str, Any]) -> str | None:
     if not isinstance(lat, (int, float)) or not isinstance(lon, (int, float)):
         return None
     # 4 decimals is about 11 m: street level, enough for a model to name a place.
-    return (f"{abs(lat):.4f}°{'N' if lat >= 0 else 'S'}, "
-            f"{abs(lon):.4f}°{'E' if lon >= 0 else 'W'}")
+    return f"{abs(lat):.4f}°{'N' if lat >= 0 else 'S'}, {abs(lon):.4f}°{'E' if lon >= 0 else 'W'}"
 
 
 def _exif_camera(exif: dict[str, Any]) -> str | None:
@@ -206,7 +205,6 @@ class VisionRunner:
     audio_rate: int  # the rate the model's feature extractor expects
     window_seconds: float
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
-    last_request: VisionRequest | None = None
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
@@ -241,19 +239,17 @@ class VisionRunner:
         audio: Sequence[np.ndarray] = (),
         system: str | None = None,
         max_tokens: int = 512,
-        temperature: float | None = None,
-        top_p: float = 0.9,
-        repetition_penalty: float | None = None,
+        sampling: Sampling | None = None,
         chunk: int = 1,
         messages: list[dict[str, Any]] | None = None,
-        seed: int | None = None,
-    ) -> Iterator[GenerationChunk]:
-        """Generate; the last chunk has finish_reason "stop", "length" or "cancelled".
+    ) -> VisionStream:
+        """Plan the calls and return them as a lazy stream; ``stream.request`` says what was
+        used (prompt, temperature, windows; per-call counts filled in as calls complete).
 
         ``audio`` holds 16 kHz mono float32 clips. ``max_tokens`` applies to each call (each
         image chunk, each audio window). ``token_count`` and ``prompt_tokens`` are cumulative
         over the calls made so far. Everything that can be refused is checked here, before the
-        first token; the returned iterator only generates.
+        first token; iterating only generates, one token per step.
         """
         if not 1 <= chunk <= MAX_CHUNK:
             raise ValidationError(f"chunk must be between 1 and {MAX_CHUNK}, got {chunk}")
@@ -269,28 +265,32 @@ class VisionRunner:
             if not loaded and not clips:
                 raise ValidationError("give a prompt, messages, images or audio")
             prompt = AUDIO_PROMPT if clips else IMAGE_PROMPT
-        temp = _default_temperature(bool(clips)) if temperature is None else temperature
+        if sampling is None:
+            sampling = Sampling(_default_temperature(bool(clips)), 0.9, None)
         batches = self._plan(loaded, clips, chunk)
+        request = self._request(prompt, sampling, max_tokens, loaded, clips, batches)
+        prompts = [self._format(self._chat(prompt, messages, system, b), b) for b in batches]
+        self._cancel.clear()
+        join = _WINDOW_JOIN if clips else _CHUNK_JOIN
+        kwargs = _sampling_kwargs(sampling, max_tokens)
+        return VisionStream(request, self._run(batches, prompts, kwargs, join, request))
+
+    def _request(
+        self, prompt: str | None, sampling: Sampling, max_tokens: int,
+        loaded: list[LoadedImage], clips: list[np.ndarray], batches: list[_Batch],
+    ) -> VisionRequest:  # fmt: skip
         windows = tuple(b.window for b in batches if b.window is not None)
-        self.last_request = VisionRequest(
-            prompt=prompt, temperature=temp, max_tokens=max_tokens, images=len(loaded),
-            audio_seconds=tuple(len(c) / self.audio_rate for c in clips),
+        request = VisionRequest(
+            prompt=prompt, temperature=sampling.temperature, max_tokens=max_tokens,
+            images=len(loaded), audio_seconds=tuple(len(c) / self.audio_rate for c in clips),
             window_seconds=self.window_seconds if clips else None, windows=windows,
             planned_batches=len(batches),
         )  # fmt: skip
         if clips:
             log.info("audio %s s: %d window(s) of at most %.0f s",
-                     "+".join(f"{s:.1f}" for s in self.last_request.audio_seconds),
-                     len(windows), self.window_seconds)
-        prompts = [self._format(self._chat(prompt, messages, system, b), b) for b in batches]
-        sampling = {"max_tokens": max_tokens, "temperature": temp, "top_p": top_p}
-        if repetition_penalty not in (None, 1.0):
-            sampling["repetition_penalty"] = repetition_penalty
-        if seed is not None:
-            sampling["seed"] = seed
-        self._cancel.clear()
-        join = _WINDOW_JOIN if clips else _CHUNK_JOIN
-        return self._run(batches, prompts, sampling, join, self.last_request)
+                     "+".join(f"{s:.1f}" for s in request.audio_seconds),
+                     len(windows), self.window_seconds)  # fmt: skip
+        return request
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -301,16 +301,19 @@ class VisionRunner:
 
         return resample(samples, AUDIO_RATE, self.audio_rate)
 
-    def _plan(
-        self, images: list[LoadedImage], clips: list[np.ndarray], chunk: int
-    ) -> list[_Batch]:
+    def _plan(self, images: list[LoadedImage], clips: list[np.ndarray], chunk: int) -> list[_Batch]:
         if clips:
             # Every window gets all images: the question is about the picture and the sound.
-            return [_Batch(tuple(images), part, window)
-                    for i, clip in enumerate(clips) for part, window in self._windows(i, clip)]
+            return [
+                _Batch(tuple(images), part, window)
+                for i, clip in enumerate(clips)
+                for part, window in self._windows(i, clip)
+            ]
         if images:
-            return [_Batch(tuple(images[k : k + chunk]), None, None)
-                    for k in range(0, len(images), chunk)]
+            return [
+                _Batch(tuple(images[k : k + chunk]), None, None)
+                for k in range(0, len(images), chunk)
+            ]
         return [_Batch((), None, None)]
 
     def _windows(self, index: int, samples: np.ndarray) -> list[tuple[np.ndarray, AudioWindow]]:
@@ -373,8 +376,12 @@ class VisionRunner:
             outcome = _Outcome()
             for piece in self._call(batch, prompt, sampling, outcome):
                 if piece:
-                    yield GenerationChunk(sep + piece, tokens + outcome.generated, None,
-                                          prompt_total + outcome.prompt_tokens)
+                    yield GenerationChunk(
+                        sep + piece,
+                        tokens + outcome.generated,
+                        None,
+                        prompt_total + outcome.prompt_tokens,
+                    )
                     sep, emitted = "", True
             tokens += outcome.generated
             prompt_total += outcome.prompt_tokens
@@ -417,6 +424,37 @@ class VisionRunner:
             raise GenerationError(f"generation failed: {exc}") from exc
         finally:
             responses.close()
+
+
+@dataclass
+class VisionStream:
+    """The chunks of one request (one token per ``next``) and what it was given."""
+
+    request: VisionRequest
+    chunks: Iterator[GenerationChunk]
+
+    def __iter__(self) -> Iterator[GenerationChunk]:
+        return self
+
+    def __next__(self) -> GenerationChunk:
+        return next(self.chunks)
+
+    def close(self) -> None:
+        close = getattr(self.chunks, "close", None)
+        if close is not None:
+            close()  # runs _call's finally: the mlx-vlm generator is closed too
+
+
+def _sampling_kwargs(sampling: Sampling, max_tokens: int) -> dict[str, Any]:
+    """mlx-vlm's generate keywords for one call."""
+    out: dict[str, Any] = {
+        "max_tokens": max_tokens, "temperature": sampling.temperature, "top_p": sampling.top_p,
+    }  # fmt: skip
+    if sampling.repetition_penalty not in (None, 1.0):
+        out["repetition_penalty"] = sampling.repetition_penalty
+    if sampling.seed is not None:
+        out["seed"] = sampling.seed
+    return out
 
 
 @dataclass

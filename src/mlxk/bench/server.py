@@ -232,9 +232,9 @@ def in_process(settings: Settings, spec: str, opts: ServerBenchOptions) -> list[
     for rep in range(1 + opts.repeats):
         t0 = time.perf_counter()
         first, n, parts = None, 0, []
+        # greedy, no repetition penalty: the stream's defaults
         for chunk in runner.stream([{"role": "user", "content": PROMPT}],
-                                   max_tokens=opts.max_tokens, temperature=0.0, top_p=1.0,
-                                   repetition_penalty=1.0):  # fmt: skip
+                                   max_tokens=opts.max_tokens):  # fmt: skip
             if chunk.text and first is None:
                 first = time.perf_counter() - t0
             n = chunk.token_count

@@ -57,10 +57,11 @@ def time_mlxk(runner: Any, prompt: str, max_tokens: int) -> Timed:
     """Greedy, no repetition penalty, raw prompt: the fixed work of benchmarks.md."""
     _reset_peak()
     c0, t0 = time.process_time(), time.perf_counter()
-    chunks: Iterator[Any] = runner.stream(
-        prompt=prompt, use_chat_template=False, max_tokens=max_tokens, temperature=0.0,
-        top_p=1.0, repetition_penalty=1.0,
-    )  # fmt: skip
+    chunks: Iterator[Any] = runner.stream(  # greedy and no penalty: the stream's defaults
+        prompt=prompt,
+        use_chat_template=False,
+        max_tokens=max_tokens,
+    )
     first = None
     parts: list[str] = []
     count = prompt_tokens = 0

@@ -6,14 +6,15 @@ import argparse
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from mlxk.cli.commands import CommandResult, CommandSpec, err, out
 from mlxk.config import Settings
 from mlxk.errors import UsageError
-from mlxk.formats.transcripts import FORMATS, render, verbose_dict
-from mlxk.types import Backend, GenerationChunk
+from mlxk.formats.transcripts import FORMATS, LIVE_FORMATS, CueWriter, render, verbose_dict
+from mlxk.types import Started
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -28,8 +29,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--word-timestamps", action="store_true", help="word times in verbose_json")
     p.add_argument("--system", help="system prompt")
     p.add_argument("--temperature", type=float, help="0.7 text, 0.0 Whisper, 0.2 omni audio")
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--repetition-penalty", type=float, default=1.1)
+    p.add_argument("--top-p", type=float, help="default 0.9 (or the model's own)")
+    p.add_argument("--repetition-penalty", type=float, help="default 1.1 (or the model's own)")
     p.add_argument("--max-tokens", type=int, help="default: the model's context length")
     p.add_argument("--chunk", type=int, default=1, help="images per vision batch (1-5)")
     p.add_argument("--no-stream", action="store_true", help="print the answer at the end")
@@ -48,17 +49,17 @@ def _prompt_text(args: argparse.Namespace) -> str | None:
     return "\n\n".join(parts) if parts else None
 
 
-def _options(args: argparse.Namespace, prompt: str | None, backend: Backend | None) -> Any:
+def _options(args: argparse.Namespace, prompt: str | None) -> Any:
     from mlxk.ops.run import RunOptions
 
-    whisper = backend is Backend.MLX_AUDIO
+    # The prompt is Whisper's initial prompt or a generative model's prompt; ops/run gives
+    # each backend the one it takes.
     return RunOptions(
-        prompt=None if whisper else prompt,
-        images=tuple(args.image), audio=tuple(args.audio), system=args.system,
-        language=args.language, translate=bool(args.translate),
-        initial_prompt=prompt if whisper else None, temperature=args.temperature,
-        top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-        max_tokens=args.max_tokens, use_chat_template=not args.no_chat_template,
+        prompt=prompt, images=tuple(args.image), audio=tuple(args.audio), system=args.system,
+        language=args.language, translate=bool(args.translate), initial_prompt=prompt,
+        temperature=args.temperature, top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty, max_tokens=args.max_tokens,
+        use_chat_template=not args.no_chat_template,
         word_timestamps=args.word_timestamps or args.format == "verbose_json", chunk=args.chunk,
     )  # fmt: skip
 
@@ -74,22 +75,27 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> CommandResult:
-    from mlxk.ops.run import prepare
+    from mlxk.ops.run import Runtime, prepare
 
     _validate(args)
     prompt = _prompt_text(args)
     as_json = getattr(args, "json", False)
-    prep = prepare(settings, args.model, _options(args, prompt, None))
-    opts = _options(args, prompt, prep.backend)
+    opts = _options(args, prompt)
+    prep = prepare(settings, args.model, opts)
+    interactive = prompt is None and not args.image and not args.audio
+    if interactive and not prep.transcribes and as_json:
+        raise UsageError("Interactive mode is not compatible with --json; give a prompt")
     if args.verbose:
         _verbose_header(settings, prep)
-    if prep.backend is Backend.MLX_AUDIO:
-        return _transcribe(settings, prep, opts, args, as_json)
-    if prompt is None and not args.image and not args.audio:
-        if as_json:
-            raise UsageError("Interactive mode is not compatible with --json; give a prompt")
-        return _interactive(settings, prep, opts)
-    return _generate(settings, prep, opts, args, as_json, prompt)
+    rt = Runtime.local(settings)
+    try:
+        if prep.transcribes:
+            return _transcribe(rt, prep, opts, args, as_json)
+        if interactive:
+            return _interactive(rt, prep, opts)
+        return _generate(rt, prep, opts, args, as_json, prompt)
+    finally:
+        rt.close()
 
 
 def _verbose_header(settings: Settings, prep: Any) -> None:
@@ -101,65 +107,78 @@ def _verbose_header(settings: Settings, prep: Any) -> None:
     err(f"[mlxk] BLAS: {rep.get('blas') or 'none'}")
 
 
-def _stream_for(settings: Settings, prep: Any, opts: Any) -> Iterator[GenerationChunk]:
-    from mlxk.ops.run import stream_text, stream_vision
+def _chat_events(rt: Any, prep: Any, opts: Any) -> Iterator[Any]:
+    from mlxk.ops.run import start_chat
 
-    fn = stream_vision if prep.backend is Backend.MLX_VLM else stream_text
-    return fn(settings, prep, opts)
+    events: Iterator[Any] = rt.events(lambda sink: start_chat(rt, prep, opts, sink))
+    return events
 
 
 def _generate(
-    settings: Settings, prep: Any, opts: Any, args: argparse.Namespace, as_json: bool,
-    prompt: str | None,
+    rt: Any, prep: Any, opts: Any, args: argparse.Namespace, as_json: bool, prompt: str | None,
 ) -> CommandResult:  # fmt: skip
     live = sys.stdout.isatty() and not args.no_stream and not as_json
     start = time.perf_counter()
-    text, tokens, reason = _consume(_stream_for(settings, prep, opts), live)
+    run = _consume(_chat_events(rt, prep, opts), live)
     elapsed = time.perf_counter() - start
     if args.verbose:
-        err(f"[mlxk] {tokens} tokens in {elapsed:.2f} s ({tokens / max(elapsed, 1e-9):.1f} tok/s)")
-    data = {
-        "model": args.model, "prompt": prompt, "response": text,
-        "tokens_generated": tokens, "generation_time_s": round(elapsed, 3),
-        "finish_reason": reason, "backend": prep.backend.value,
+        tps = run.tokens / max(elapsed, 1e-9)
+        err(f"[mlxk] {run.tokens} tokens in {elapsed:.2f} s ({tps:.1f} tok/s)")
+    data: dict[str, Any] = {
+        "model": args.model, "prompt": prompt, "response": run.text,
+        "tokens_generated": run.tokens, "generation_time_s": round(elapsed, 3),
+        "finish_reason": run.reason, "backend": prep.backend.value,
     }  # fmt: skip
-    if prep.backend is Backend.MLX_VLM:
-        from mlxk.ops.run import last_vision_request
-
-        data["request"] = request = last_vision_request()
-        if args.verbose and request:
+    started = run.started
+    if started is not None and started.sampling is not None:
+        data["sampling"] = asdict(started.sampling)
+    if started is not None and started.detail is not None:  # vision: what mlx-vlm was given
+        data["request"] = request = asdict(started.detail)  # type: ignore[call-overload]
+        if args.verbose:
             err(f"[mlxk] prompt {request['prompt']!r}, temperature {request['temperature']}")
             err(f"[mlxk] audio windows: {len(request['windows'])}")
-    return CommandResult(data, None if live else (lambda: out(text)))
+    return CommandResult(data, None if live else (lambda: out(run.text)))
 
 
-def _consume(chunks: Iterator[GenerationChunk], live: bool) -> tuple[str, int, str | None]:
+@dataclass
+class _Consumed:
+    text: str
+    tokens: int
+    reason: str | None
+    started: Started | None
+
+
+def _consume(events: Iterator[Any], live: bool) -> _Consumed:
     """Print as it comes when live; Ctrl-C stops generation and keeps what was produced."""
     parts: list[str] = []
-    tokens, reason = 0, None
+    tokens, reason, started = 0, None, None
     try:
-        for chunk in chunks:
-            parts.append(chunk.text)
-            tokens = max(tokens, chunk.token_count)
-            reason = chunk.finish_reason or reason
+        for event in events:
+            if isinstance(event, Started):
+                started = event
+                continue
+            parts.append(event.text)
+            tokens = max(tokens, event.token_count)
+            reason = event.finish_reason or reason
             if live:
-                sys.stdout.write(chunk.text)
+                sys.stdout.write(event.text)
                 sys.stdout.flush()
     except KeyboardInterrupt:
         reason = "interrupted"
         err("\n[Generation interrupted by user]")
     if live:
         sys.stdout.write("\n")
-    return "".join(parts), tokens, reason
+    return _Consumed("".join(parts), tokens, reason, started)
 
 
 def _transcribe(
-    settings: Settings, prep: Any, opts: Any, args: argparse.Namespace, as_json: bool
+    rt: Any, prep: Any, opts: Any, args: argparse.Namespace, as_json: bool
 ) -> CommandResult:
-    from mlxk.ops.run import transcribe
-
-    results = list(transcribe(settings, prep, opts))
-    many = len(results) > 1
+    live = sys.stdout.isatty() and not as_json and args.format in LIVE_FORMATS
+    many = len(opts.audio) > 1
+    results = [
+        _transcribe_one(rt, prep, opts, path, args.format, live, many) for path in opts.audio
+    ]
     records = []
     for r in results:
         rec: dict[str, Any] = {"file": r.source, "error": r.error}
@@ -167,10 +186,7 @@ def _transcribe(
             rec |= verbose_dict(r.transcript)
         records.append(rec)
     data = {"model": args.model, "backend": prep.backend.value, "results": records}
-    if many or not results or results[0].transcript is None:
-        data["response"] = "\n".join(r.transcript.text for r in results if r.transcript)
-    else:
-        data["response"] = results[0].transcript.text
+    data["response"] = "\n".join(r.transcript.text for r in results if r.transcript)
 
     def human() -> None:
         for r in results:
@@ -184,10 +200,42 @@ def _transcribe(
                 out()
 
     failed = any(r.transcript is None for r in results)
-    return CommandResult(data, human, 1 if failed else 0)
+    return CommandResult(data, None if live else human, 1 if failed else 0)
 
 
-def _interactive(settings: Settings, prep: Any, opts: Any) -> CommandResult:
+def _transcribe_one(
+    rt: Any, prep: Any, opts: Any, path: Path, fmt: str, live: bool, many: bool
+) -> Any:
+    """One file; on a TTY its cues are printed as each window is decoded."""
+    from mlxk.errors import MlxkError
+    from mlxk.ops.run import FileTranscript, fold_transcript, transcribe_events
+
+    if live and many:
+        out(f"==> {path.name} <==")
+    cues = CueWriter(fmt, sys.stdout) if live else None
+    started, events = None, []
+    try:
+        for event in transcribe_events(rt, prep, opts, path):
+            if isinstance(event, Started):
+                started = event
+                continue
+            events.append(event)
+            if cues is not None:
+                cues.add(event)
+    except MlxkError as exc:
+        if live:
+            err(f"run: Error: {path.name}: {exc.message}")
+        return FileTranscript(path.name, None, exc.message)
+    assert started is not None
+    transcript = fold_transcript(started, events, opts)
+    if cues is not None:
+        cues.finish(transcript)
+    if live and many:
+        out()
+    return FileTranscript(path.name, transcript)
+
+
+def _interactive(rt: Any, prep: Any, opts: Any) -> CommandResult:
     from dataclasses import replace
 
     history: list[dict[str, Any]] = []
@@ -205,9 +253,9 @@ def _interactive(settings: Settings, prep: Any, opts: Any) -> CommandResult:
             continue
         history.append({"role": "user", "content": line})
         sys.stdout.write("Assistant: ")
-        chunks = _stream_for(settings, prep, replace(opts, messages=list(history), prompt=None))
-        text, _tokens, _reason = _consume(chunks, True)
-        history.append({"role": "assistant", "content": text})
+        turn = replace(opts, messages=list(history), prompt=None)
+        run = _consume(_chat_events(rt, prep, turn), True)
+        history.append({"role": "assistant", "content": run.text})
     return CommandResult({"turns": len(history) // 2}, None)
 
 

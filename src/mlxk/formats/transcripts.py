@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from mlxk.types import Segment, Transcript
 
@@ -19,33 +19,95 @@ def _timestamp(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
-def _cues(t: Transcript) -> list[tuple[float, float, str]]:
-    """Segments as cues, clamped into the clip and forced to move forward in time."""
-    cues: list[tuple[float, float, str]] = []
+Cue = tuple[float, float, str]
+
+
+def _cue(seg: Segment, last_end: float, duration: float) -> Cue | None:
+    """A segment as a cue, clamped into the clip and forced to move forward in time."""
+    text = seg.text.strip()
+    if not text:
+        return None
+    start = min(max(seg.start, last_end), duration)
+    end = min(max(seg.end, start + 0.001), duration) if duration else seg.end
+    return (start, max(end, start), text)
+
+
+def _cues(t: Transcript) -> list[Cue]:
+    cues: list[Cue] = []
     last_end = 0.0
     for seg in t.segments:
-        text = seg.text.strip()
-        if not text:
-            continue
-        start = min(max(seg.start, last_end), t.duration)
-        end = min(max(seg.end, start + 0.001), t.duration) if t.duration else seg.end
-        end = max(end, start)
-        cues.append((start, end, text))
-        last_end = end
+        cue = _cue(seg, last_end, t.duration)
+        if cue is not None:
+            cues.append(cue)
+            last_end = cue[1]
     return cues
 
 
+def _srt_block(i: int, cue: Cue) -> str:
+    a, b, text = cue
+    return f"{i}\n{_timestamp(a, ',')} --> {_timestamp(b, ',')}\n{text}\n"
+
+
+def _vtt_block(cue: Cue) -> str:
+    a, b, text = cue
+    return f"{_timestamp(a, '.')} --> {_timestamp(b, '.')}\n{text}\n"
+
+
 def to_srt(t: Transcript) -> str:
-    blocks = [
-        f"{i}\n{_timestamp(a, ',')} --> {_timestamp(b, ',')}\n{text}\n"
-        for i, (a, b, text) in enumerate(_cues(t), start=1)
-    ]
-    return "\n".join(blocks)
+    return "\n".join(_srt_block(i, cue) for i, cue in enumerate(_cues(t), start=1))
 
 
 def to_vtt(t: Transcript) -> str:
-    blocks = [f"{_timestamp(a, '.')} --> {_timestamp(b, '.')}\n{text}\n" for a, b, text in _cues(t)]
-    return "WEBVTT\n\n" + "\n".join(blocks)
+    return "WEBVTT\n\n" + "\n".join(_vtt_block(cue) for cue in _cues(t))
+
+
+LIVE_FORMATS: tuple[str, ...] = ("text", "srt", "vtt")
+
+
+class CueWriter:
+    """Writes a transcript cue by cue as windows are decoded (text, srt, vtt): the same
+    bytes ``render`` writes for the whole transcript, only earlier."""
+
+    def __init__(self, fmt: str, stream: TextIO) -> None:
+        if fmt not in LIVE_FORMATS:
+            raise ValueError(f"format {fmt!r} is written at the end, not cue by cue")
+        self.fmt, self.stream = fmt, stream
+        self.count, self.last_end = 0, 0.0
+        self.wrote_text = False
+        if fmt == "vtt":
+            self._write("WEBVTT\n\n")
+
+    def add(self, event: Any) -> None:
+        """A window (``segments`` and ``duration``) or a chunk of text (omni models)."""
+        if not hasattr(event, "segments"):
+            if self.fmt == "text" and event.text:
+                self._write(event.text.lstrip() if not self.wrote_text else event.text)
+                self.wrote_text = True
+            return
+        for seg in event.segments:
+            cue = _cue(seg, self.last_end, event.duration)
+            if cue is not None:
+                self._cue(cue)
+
+    def _cue(self, cue: Cue) -> None:
+        self.count += 1
+        self.last_end = cue[1]
+        sep = "\n" if self.count > 1 else ""
+        if self.fmt == "text":
+            self._write((" " if self.wrote_text else "") + cue[2])
+            self.wrote_text = True
+        elif self.fmt == "srt":
+            self._write(sep + _srt_block(self.count, cue))
+        else:
+            self._write(sep + _vtt_block(cue))
+
+    def finish(self, t: Transcript) -> None:
+        if self.fmt == "text":
+            self._write("\n")
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
 
 
 def _segment_dict(seg: Segment) -> dict[str, Any]:

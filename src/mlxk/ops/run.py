@@ -1,27 +1,37 @@
-"""run: one pipeline from a model reference to a stream of results, for the CLI and the server.
+"""run: the one place that turns a request into runner calls, for the CLI and the server.
 
-resolve → probe/health/runtime → select backend (refuses mismatches before loading) →
-memory gate → platform setup → load → stream.
+    resolve → probe/health/runtime → select backend (refuses mismatches before loading)
+      → RunPlan on the engine thread: pool.acquire → encode / plan → Started + work
+      → the engine's steps → events (Started, GenerationChunk, WindowResult, DONE)
+
+The CLI runs a ``Runtime.local`` (a pool of one, gated on the device's free memory); the
+server builds one ``Runtime`` with its budgeted pool. Both submit the same start functions,
+so the same request means the same thing on both edges: same defaults, same decode path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from mlxk.backends.engine import Engine, QueueSink, Sink, StepWork, TextWork, Value, Work
+from mlxk.backends.pool import Loaded, ModelKey, ModelPool
+from mlxk.backends.registry import LoadContext, loader_for, memory_modality
+from mlxk.backends.sampling import VISION_MAX_TOKENS, Purpose, SamplingRequest, resolve_sampling
+from mlxk.backends.sampling import token_budget as _budget
 from mlxk.backends.select import Inputs, select_backend
 from mlxk.config import Settings
-from mlxk.errors import MlxkError
+from mlxk.errors import CapabilityMismatchError, MlxkError
 from mlxk.ops.catalog import ModelRecord, build_record, list_models
 from mlxk.store.resolve import Resolver
-from mlxk.types import Backend, GenerationChunk, Transcript
+from mlxk.types import Backend, GenerationChunk, Started, Transcript
 
-# mlx-knife's defaults: text 0.7; Whisper 0.0; omni audio 0.2 (set in the vision backend).
-TEXT_TEMPERATURE = 0.7
-OMNI_AUDIO_PROMPT = "Transcribe what is spoken in this audio."
-IMAGE_PROMPT = "Describe the image."
+AudioInput = Path | bytes | np.ndarray
+_SPEECH_BACKENDS = frozenset({Backend.MLX_AUDIO})
 
 
 class RunRefused(MlxkError):
@@ -31,23 +41,41 @@ class RunRefused(MlxkError):
 
 @dataclass(frozen=True)
 class RunOptions:
+    """One request, whichever edge it came from. Sampling fields left None take the defaults
+    of ``backends.sampling`` (the model's generation_config.json, then mlx-knife's)."""
+
     prompt: str | None = None
     messages: list[dict[str, Any]] | None = None
-    images: Sequence[Path | bytes] = ()
-    audio: Sequence[Path | bytes] = ()
+    images: Sequence[Any] = ()  # paths, bytes or decoded images
+    audio: Sequence[AudioInput] = ()
     system: str | None = None
     language: str | None = None
     translate: bool = False
     initial_prompt: str | None = None  # for Whisper: only what the user gave
     temperature: float | None = None
-    top_p: float = 0.9
-    repetition_penalty: float = 1.1
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
     max_tokens: int | None = None
     use_chat_template: bool = True
     word_timestamps: bool = False
     embeddings: bool = False
     chunk: int = 1
     stop: Sequence[str] = field(default_factory=tuple)
+
+    def sampling_request(self) -> SamplingRequest:
+        return SamplingRequest(
+            self.temperature, self.top_p, self.repetition_penalty, self.presence_penalty,
+            self.frequency_penalty, self.seed,
+        )  # fmt: skip
+
+    def inputs(self) -> Inputs:
+        return Inputs(
+            images=len(self.images), audio=len(self.audio), translate=self.translate,
+            embeddings=self.embeddings,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -56,8 +84,20 @@ class PreparedRun:
     record: ModelRecord
     backend: Backend
 
+    @property
+    def key(self) -> ModelKey:
+        return ModelKey(self.backend, self.record.model.path)
 
-def capable_lister(settings: Settings) -> Any:
+    @property
+    def transcribes(self) -> bool:
+        """A speech model: its answer is a transcript (segments), not generated text."""
+        return self.backend in _SPEECH_BACKENDS
+
+
+# -- finding the model (no weights loaded) -------------------------------------------------------
+
+
+def capable_lister(settings: Settings) -> Callable[[str], list[str]]:
     def capable(capability: str) -> list[str]:
         recs = list_models(settings)
         return [_label(r) for r in recs if r.runnable and capability in r.info.capabilities]
@@ -83,11 +123,11 @@ def _runnable_record(settings: Settings, spec: str) -> tuple[str, ModelRecord]:
 
 def prepare(settings: Settings, spec: str, opts: RunOptions) -> PreparedRun:
     """Everything that can refuse a run, before any weights are loaded."""
+    return prepare_for(settings, spec, opts.inputs())
+
+
+def prepare_for(settings: Settings, spec: str, inputs: Inputs) -> PreparedRun:
     label, record = _runnable_record(settings, spec)
-    inputs = Inputs(
-        images=len(opts.images), audio=len(opts.audio), translate=opts.translate,
-        embeddings=opts.embeddings,
-    )  # fmt: skip
     backend = select_backend(label, record.info, inputs, capable_lister(settings))
     return PreparedRun(label, record, backend)
 
@@ -103,46 +143,7 @@ def prepare_by_kind(settings: Settings, spec: str) -> PreparedRun:
 
 
 def modality_of(prep: PreparedRun) -> str:
-    """Which headroom the memory gate keeps: speech and omni models audio, vision models
-    vision, everything else text."""
-    caps = prep.record.info.capabilities
-    if prep.backend is Backend.MLX_AUDIO:
-        return "audio"
-    if prep.backend is Backend.MLX_VLM:
-        return "vision" if "vision" in caps else ("audio" if "audio" in caps else "text")
-    return "text"
-
-
-def check_memory(settings: Settings, prep: PreparedRun, device: str) -> None:
-    from mlxk.backends.memory import estimate, gate
-
-    est = estimate(
-        prep.record.model.path, prep.record.info, device=device, modality=modality_of(prep),
-        override=settings.memory_limit_bytes,
-    )  # fmt: skip
-    gate(est, prep.name)
-
-
-_LOADED: dict[tuple[str, Path], Any] = {}
-
-
-def _cached(kind: str, path: Path, load: Any) -> Any:
-    """Keep the last loaded model so an interactive chat does not reload it every turn."""
-    key = (kind, path)
-    if key not in _LOADED:
-        _LOADED.clear()
-        _LOADED[key] = load()
-    return _LOADED[key]
-
-
-def last_vision_request() -> dict[str, Any] | None:
-    """What the last vision/omni call actually used (prompt, temperature, audio windows)."""
-    from dataclasses import asdict
-
-    for (kind, _path), runner in _LOADED.items():
-        if kind == "vision" and getattr(runner, "last_request", None) is not None:
-            return asdict(runner.last_request)
-    return None
+    return memory_modality(prep.backend, prep.record.info.capabilities)
 
 
 def platform_for(settings: Settings) -> Any:
@@ -151,55 +152,254 @@ def platform_for(settings: Settings) -> Any:
     return setup_platform(settings)
 
 
-def stream_text(
-    settings: Settings, prep: PreparedRun, opts: RunOptions
-) -> Iterator[GenerationChunk]:
-    plat = platform_for(settings)
-    check_memory(settings, prep, plat.device)
-    from mlxk.backends.text import load_text
+def check_memory(settings: Settings, prep: PreparedRun, device: str) -> None:
+    from mlxk.backends.memory import gate
 
-    path = prep.record.model.path
-    runner = _cached(
-        "text", path, lambda: load_text(path, float32_activations=plat.device == "cpu")
-    )
-    temperature = TEXT_TEMPERATURE if opts.temperature is None else opts.temperature
-    yield from runner.stream(
-        opts.messages, prompt=opts.prompt if opts.messages is None else None,
-        use_chat_template=opts.use_chat_template, system=opts.system,
-        max_tokens=opts.max_tokens, temperature=temperature, top_p=opts.top_p,
-        repetition_penalty=opts.repetition_penalty, stop=opts.stop,
+    gate(memory_estimate(settings, prep, device), prep.name)
+
+
+def memory_estimate(settings: Settings, prep: PreparedRun, device: str) -> Any:
+    from mlxk.backends.memory import estimate
+
+    return estimate(
+        prep.record.model.path, prep.record.info, device=device, modality=modality_of(prep),
+        override=settings.memory_limit_bytes,
     )  # fmt: skip
 
 
-def stream_vision(
-    settings: Settings, prep: PreparedRun, opts: RunOptions
-) -> Iterator[GenerationChunk]:
+# -- the runtime: one engine and one pool -------------------------------------------------------
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    platform: Any  # backends.platform.PlatformInfo
+    pool: ModelPool
+    engine: Engine
+    max_tokens: int | None = None  # a ceiling per request (the server's --max-tokens)
+
+    @classmethod
+    def create(
+        cls, settings: Settings, pool: ModelPool, *, max_batch: int, max_tokens: int | None
+    ) -> Runtime:
+        plat = platform_for(settings)  # before anything imports mlx
+        return cls(settings, plat, pool, Engine(pool, max_batch=max_batch), max_tokens)
+
+    @classmethod
+    def local(cls, settings: Settings) -> Runtime:
+        """The CLI's: a pool of one model, refused when the device cannot hold it now."""
+        from mlxk.backends.memory import available_bytes
+
+        plat = platform_for(settings)
+        budget = available_bytes(plat.device, settings.memory_limit_bytes)
+        pool = ModelPool(budget, 0.0, max_models=1, device_gate=True)
+        rt = cls(settings, plat, pool, Engine(pool, max_batch=1), None)
+        rt.engine.start()
+        return rt
+
+    def close(self) -> None:
+        self.engine.stop()
+
+    def acquire(self, prep: PreparedRun, *, pin: bool = False) -> Loaded:
+        """On the engine thread: the loaded model with one more user (loads when needed)."""
+        ctx = LoadContext(self.platform, self.settings.max_image_bytes)
+        key = prep.key
+        return self.pool.acquire(
+            key, prep.name, lambda: memory_estimate(self.settings, prep, self.platform.device),
+            loader_for(prep.backend, key.path, ctx), pin=pin,
+        )  # fmt: skip
+
+    def events(self, submit: Callable[[Sink], None]) -> Iterator[Any]:
+        """For a plain thread (the CLI): the events of one submitted run, as they come."""
+        sink = QueueSink()
+        submit(sink)
+        return sink.events()
+
+
+def _holding(rt: Runtime, prep: PreparedRun, plan: Callable[[Loaded], Work]) -> Callable[[], Work]:
+    """A start function: acquire, plan, and give the model back if planning refuses."""
+
+    def start() -> Work:
+        entry = rt.acquire(prep)
+        try:
+            return plan(entry)
+        except BaseException:
+            rt.pool.release(entry)
+            raise
+
+    return start
+
+
+# -- chat / generation -------------------------------------------------------------------------
+
+
+def _text_plan(rt: Runtime, prep: PreparedRun, opts: RunOptions) -> Callable[[Loaded], Work]:
+    def plan(entry: Loaded) -> Work:
+        runner = entry.runner
+        ids = runner.encode_prompt(
+            opts.messages, prompt=opts.prompt if opts.messages is None else None,
+            use_chat_template=opts.use_chat_template, system=opts.system,
+        )  # fmt: skip
+        ceiling = rt.max_tokens or runner.context_length
+        limit = _budget(len(ids), runner.context_length, opts.max_tokens, ceiling)
+        sampling = resolve_sampling(opts.sampling_request(), "text", prep.record.model.path)
+        started = Started(prep.backend, sampling, opts.prompt, len(ids), limit)
+        return TextWork(entry, ids, sampling, limit, tuple(opts.stop), started)
+
+    return plan
+
+
+def _vision_plan(
+    rt: Runtime, prep: PreparedRun, opts: RunOptions, clips: list[np.ndarray]
+) -> Callable[[Loaded], Work]:
+    purpose: Purpose = "omni-audio" if clips else "text"
+
+    def plan(entry: Loaded) -> Work:
+        sampling = resolve_sampling(opts.sampling_request(), purpose, prep.record.model.path)
+        limit = min(opts.max_tokens or VISION_MAX_TOKENS, rt.max_tokens or VISION_MAX_TOKENS)
+        stream = entry.runner.stream(
+            opts.prompt if opts.messages is None else None, images=list(opts.images),
+            audio=clips, system=opts.system, max_tokens=limit, sampling=sampling,
+            chunk=opts.chunk, messages=opts.messages,
+        )  # fmt: skip
+        req = stream.request
+        started = Started(prep.backend, sampling, req.prompt, None, limit, detail=req)
+        return StepWork(entry, _stopped(stream, tuple(opts.stop)), started)
+
+    return plan
+
+
+def _stopped(chunks: Iterator[GenerationChunk], stop: tuple[str, ...]) -> Iterator[Any]:
+    """Stop strings over a chunk stream (a lazy filter: still one step per chunk)."""
+    from mlxk.backends.text import StopStrings
+
+    stops = StopStrings(stop)
+    try:
+        for chunk in chunks:
+            text, hit = stops.feed(chunk.text)
+            reason = "stop" if hit else chunk.finish_reason
+            if reason is not None and not hit:
+                text += stops.flush()
+            if text or reason is not None:
+                yield GenerationChunk(text, chunk.token_count, reason, chunk.prompt_tokens)
+            if reason is not None:
+                return
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def _speech_chat_plan(
+    rt: Runtime, prep: PreparedRun, opts: RunOptions, clips: list[np.ndarray]
+) -> Callable[[Loaded], Work]:
+    """input_audio sent to a Whisper model: the transcript is the answer, window by window."""
+    if not clips:
+        raise CapabilityMismatchError(f"model '{prep.name}' is a speech model: send audio")
+
+    def plan(entry: Loaded) -> Work:
+        sampling = resolve_sampling(opts.sampling_request(), "whisper", prep.record.model.path)
+        windows = [_windows(entry.runner, c, opts, sampling.temperature) for c in clips]
+        started = Started(
+            prep.backend, sampling, None, None, None, sum(len(c) for c in clips) / 16000
+        )
+        return StepWork(entry, _as_chunks(windows), started)
+
+    return plan
+
+
+def _as_chunks(per_clip: list[Iterator[Any]]) -> Iterator[GenerationChunk]:
+    sep = ""
+    for i, windows in enumerate(per_clip):
+        for window in windows:
+            text = " ".join(s.text for s in window.segments)
+            if text:
+                yield GenerationChunk(sep + text, 0, None, 0)
+                sep = " "
+        sep = "\n" if i + 1 < len(per_clip) else sep
+    yield GenerationChunk("", 0, "stop", 0)
+
+
+def start_chat(rt: Runtime, prep: PreparedRun, opts: RunOptions, sink: Sink) -> None:
+    """Generate for a prompt or messages (text, images, input_audio) into ``sink``."""
+    clips = [load_clip(rt.settings, a) for a in opts.audio]
+    plans: dict[Backend, Callable[[], Callable[[Loaded], Work]]] = {
+        Backend.MLX_LM: lambda: _text_plan(rt, prep, opts),
+        Backend.MLX_VLM: lambda: _vision_plan(rt, prep, opts, clips),
+        Backend.MLX_AUDIO: lambda: _speech_chat_plan(rt, prep, opts, clips),
+    }
+    if prep.backend not in plans:
+        raise CapabilityMismatchError(f"model '{prep.name}' is not a generative model")
+    rt.engine.submit(_holding(rt, prep, plans[prep.backend]()), sink)
+
+
+def load_clip(settings: Settings, source: AudioInput) -> np.ndarray:
+    """16 kHz mono float32 samples; already decoded samples pass through."""
+    if isinstance(source, np.ndarray):
+        return source
     from mlxk.media.audio import load_audio
 
-    plat = platform_for(settings)
-    check_memory(settings, prep, plat.device)
-    clips = [_load_clip(settings, a, load_audio) for a in opts.audio]
-    from mlxk.backends.vision import load_vision
-
-    path = prep.record.model.path
-    runner = _cached(
-        "vision", path, lambda: load_vision(path, float32_activations=plat.device == "cpu")
-    )
-    prompt = opts.prompt
-    if prompt is None and opts.messages is None:
-        prompt = OMNI_AUDIO_PROMPT if clips else (IMAGE_PROMPT if opts.images else None)
-    yield from runner.stream(
-        prompt, images=list(opts.images), audio=[c.samples for c in clips], system=opts.system,
-        max_tokens=opts.max_tokens or 512, temperature=opts.temperature, top_p=opts.top_p,
-        chunk=opts.chunk, messages=opts.messages,
-    )  # fmt: skip
-
-
-def _load_clip(settings: Settings, source: Path | bytes, loader: Any) -> Any:
-    return loader(
+    clip = load_audio(
         source, target_rate=16000, max_bytes=settings.max_audio_bytes,
         max_seconds=settings.max_audio_seconds,
     )  # fmt: skip
+    return clip.samples
+
+
+# -- transcription ------------------------------------------------------------------------------
+
+
+def _windows(runner: Any, clip: np.ndarray, opts: RunOptions, temperature: float) -> Iterator[Any]:
+    return runner.windows(  # validates now; decodes one window per next()
+        clip, language=opts.language, task="translate" if opts.translate else "transcribe",
+        initial_prompt=opts.initial_prompt, word_timestamps=opts.word_timestamps,
+        temperature=temperature,
+    )  # fmt: skip
+
+
+def _whisper_plan(
+    prep: PreparedRun, opts: RunOptions, clip: np.ndarray
+) -> Callable[[Loaded], Work]:
+    def plan(entry: Loaded) -> Work:
+        sampling = resolve_sampling(opts.sampling_request(), "whisper", prep.record.model.path)
+        windows = _windows(entry.runner, clip, opts, sampling.temperature)
+        started = Started(
+            prep.backend, sampling, opts.initial_prompt, None, None, len(clip) / 16000
+        )
+        return StepWork(entry, windows, started)
+
+    return plan
+
+
+def start_transcription(
+    rt: Runtime, prep: PreparedRun, opts: RunOptions, clip: np.ndarray, sink: Sink
+) -> None:
+    """Transcribe one clip: Whisper sends a WindowResult per 30 s window; an omni model
+    (mlx-vlm) sends its transcript as chunks, asked with its default prompt and temperature."""
+    omni = RunOptions(
+        prompt=opts.initial_prompt, audio=(clip,), temperature=opts.temperature,
+        top_p=opts.top_p, max_tokens=opts.max_tokens,
+    )  # fmt: skip
+    plans: dict[Backend, Callable[[], Callable[[Loaded], Work]]] = {
+        Backend.MLX_AUDIO: lambda: _whisper_plan(prep, opts, clip),
+        Backend.MLX_VLM: lambda: _vision_plan(rt, prep, omni, [clip]),
+    }
+    if prep.backend not in plans:
+        raise CapabilityMismatchError(f"model '{prep.name}' does not transcribe audio")
+    rt.engine.submit(_holding(rt, prep, plans[prep.backend]()), sink)
+
+
+def fold_transcript(started: Started, events: Sequence[Any], opts: RunOptions) -> Transcript:
+    """The whole transcript from a transcription's events (the non-streamed answer)."""
+    task = "translate" if opts.translate else "transcribe"
+    duration = float(started.duration or 0.0)
+    chunks = [e.text for e in events if isinstance(e, GenerationChunk)]
+    if chunks:
+        return Transcript("".join(chunks).strip(), None, duration, task=task)
+    segments = tuple(s for w in events for s in w.segments)
+    language = next((w.language for w in reversed(events) if w.language), opts.language)
+    text = " ".join(s.text.strip() for s in segments).strip()
+    return Transcript(text, language, duration, segments, task)
 
 
 @dataclass(frozen=True)
@@ -209,27 +409,27 @@ class FileTranscript:
     error: str | None = None
 
 
-def transcribe(settings: Settings, prep: PreparedRun, opts: RunOptions) -> Iterator[FileTranscript]:
-    """One result per audio input, in order; a bad file is reported, never skipped silently."""
-    from mlxk.media.audio import load_audio
+def transcribe_events(
+    rt: Runtime, prep: PreparedRun, opts: RunOptions, source: AudioInput
+) -> Iterator[Any]:
+    """For the CLI: the events of one file's transcription, as they are decoded."""
+    clip = load_clip(rt.settings, source)
+    return rt.events(lambda sink: start_transcription(rt, prep, opts, clip, sink))
 
-    plat = platform_for(settings)
-    check_memory(settings, prep, plat.device)
-    from mlxk.backends.speech import load_whisper
 
-    path = prep.record.model.path
-    runner = _cached("speech", path, lambda: load_whisper(path, plat))
-    for source in opts.audio:
-        label = source.name if isinstance(source, Path) else "upload"
+def run_with_model(rt: Runtime, prep: PreparedRun, work: Callable[[Any], Any], sink: Sink) -> None:
+    """``work(runner)`` on the engine thread with the model held (embeddings)."""
+
+    def start() -> Work:
+        entry = rt.acquire(prep)
         try:
-            clip = _load_clip(settings, source, load_audio)
-        except MlxkError as exc:
-            yield FileTranscript(label, None, exc.message)
-            continue
-        result = runner.transcribe(
-            clip.samples, language=opts.language,
-            task="translate" if opts.translate else "transcribe",
-            initial_prompt=opts.initial_prompt, word_timestamps=opts.word_timestamps,
-            temperature=opts.temperature or 0.0,
-        )  # fmt: skip
-        yield FileTranscript(label, result)
+            return Value(work(entry.runner))
+        finally:
+            rt.pool.release(entry)
+
+    rt.engine.submit(start, sink)
+
+
+def pin(rt: Runtime, prep: PreparedRun) -> None:
+    """On the engine thread: load and pin (serve --model); no request holds it afterwards."""
+    rt.pool.release(rt.acquire(prep, pin=True))

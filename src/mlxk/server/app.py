@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import sys
@@ -14,7 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from mlxk import __version__
 from mlxk.config import Settings
-from mlxk.ops.run import PreparedRun
+from mlxk.ops.run import PreparedRun, pin
 from mlxk.server.errors import install_handlers
 from mlxk.server.middleware import ApiKey, BodyLimit, HostCheck, RequestId
 from mlxk.server.options import (
@@ -25,7 +26,7 @@ from mlxk.server.options import (
     validate,
 )
 from mlxk.server.routes import audio, chat, completions, embeddings, health, models, ui
-from mlxk.server.service import ServerState, acquire_now, build_state, prepare_any
+from mlxk.server.service import ServerState, build_state, prepare_any
 
 log = logging.getLogger("mlxk.server")
 
@@ -35,7 +36,7 @@ def _lifespan(state: ServerState) -> Callable[[FastAPI], AbstractAsyncContextMan
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         state.engine.start()
         for prep in state.pinned:  # --model: loaded before the first request, never evicted
-            await state.engine.call(partial(_pin, state, prep))
+            await asyncio.to_thread(state.engine.call, partial(pin, state.runtime, prep))
             log.info("pinned %s", prep.name)
         try:
             yield
@@ -43,11 +44,6 @@ def _lifespan(state: ServerState) -> Callable[[FastAPI], AbstractAsyncContextMan
             state.engine.stop()
 
     return lifespan
-
-
-def _pin(state: ServerState, prep: PreparedRun) -> None:
-    # Loaded and pinned; no request holds it, so it does not count as "in use".
-    state.pool.release(acquire_now(state, prep, pin=True))
 
 
 def create_app(

@@ -249,6 +249,19 @@ class TextDelta(BaseModel):
     segment_id: str | None = None
 
 
+class TextSegment(BaseModel):
+    """A finished segment, sent right after its delta; ``audio_done``/``audio_duration`` are
+    mlxk's: seconds of the upload decoded so far and in all (for progress bars)."""
+
+    type: Literal["transcript.text.segment"] = "transcript.text.segment"
+    id: str
+    start: float
+    end: float
+    text: str
+    audio_done: float
+    audio_duration: float
+
+
 class TextDone(BaseModel):
     type: Literal["transcript.text.done"] = "transcript.text.done"
     text: str

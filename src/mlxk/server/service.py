@@ -1,28 +1,30 @@
-"""What every route shares: the server's state, admission (the bounded queue), model lookup
-through the CLI's own pipeline (ops/run.prepare), and loading through the pool on the engine.
+"""What every route shares: the server's state (one ops.run.Runtime: the engine and its
+budgeted pool), admission (the bounded queue), model lookup through the CLI's own pipeline
+(ops/run.prepare), and the asyncio side of the engine's sinks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from fastapi import Request
 
-from mlxk.backends.memory import MemoryEstimate, available_bytes, estimate
+from mlxk.backends.engine import Engine
+from mlxk.backends.memory import available_bytes
 from mlxk.backends.platform import PlatformInfo, setup_platform
+from mlxk.backends.pool import ModelPool
+from mlxk.backends.select import Inputs
 from mlxk.config import Settings
-from mlxk.ops.run import PreparedRun, RunOptions, modality_of, prepare, prepare_by_kind
-from mlxk.server.engine import Engine
+from mlxk.ops.run import PreparedRun, RunOptions, Runtime, prepare, prepare_by_kind, prepare_for
+from mlxk.ops.run import run_with_model as ops_run_with_model
 from mlxk.server.errors import ApiError, QueueFullError
 from mlxk.server.options import ServerOptions
-from mlxk.server.pool import Loaded, ModelKey, ModelPool
 from mlxk.store.resolve import is_explicit_path
-from mlxk.types import Backend
 
 log = logging.getLogger("mlxk.server")
 
@@ -52,25 +54,54 @@ class Admission:
 class ServerState:
     settings: Settings
     options: ServerOptions
-    platform: PlatformInfo
-    pool: ModelPool
-    engine: Engine
+    runtime: Runtime
     admission: Admission
     pinned: list[PreparedRun] = field(default_factory=list)
+
+    @property
+    def platform(self) -> PlatformInfo:
+        plat: PlatformInfo = self.runtime.platform
+        return plat
+
+    @property
+    def pool(self) -> ModelPool:
+        return self.runtime.pool
+
+    @property
+    def engine(self) -> Engine:
+        return self.runtime.engine
 
 
 def build_state(settings: Settings, options: ServerOptions) -> ServerState:
     plat = setup_platform(settings)  # before anything imports mlx
     budget = options.memory_budget or available_bytes(plat.device, settings.memory_limit_bytes)
     pool = ModelPool(budget, options.idle_ttl)
-    engine = Engine(pool, max_batch=options.max_batch)
+    rt = Runtime.create(settings, pool, max_batch=options.max_batch, max_tokens=options.max_tokens)
     admission = Admission(options.max_queue, options.retry_after)
-    return ServerState(settings, options, plat, pool, engine, admission)
+    return ServerState(settings, options, rt, admission)
 
 
 def state_of(request: Request) -> ServerState:
     state: ServerState = request.app.state.mlxk
     return state
+
+
+class AsyncSink:
+    """The engine's line back to one request: thread-safe puts into an asyncio queue."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.cancelled = threading.Event()
+
+    def put(self, event: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+        except RuntimeError:  # the loop is closed: the server is shutting down
+            self.cancelled.set()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
 
 
 # -- finding the model ---------------------------------------------------------------------------
@@ -93,6 +124,12 @@ async def prepare_run(state: ServerState, spec: str, opts: RunOptions) -> Prepar
     return await asyncio.to_thread(prepare, state.settings, spec, opts)
 
 
+async def prepare_inputs(state: ServerState, spec: str, inputs: Inputs) -> PreparedRun:
+    """The same, for a request that says what it sends instead of sending it yet."""
+    _check_spec(spec)
+    return await asyncio.to_thread(prepare_for, state.settings, spec, inputs)
+
+
 def prepare_any(settings: Settings, spec: str) -> PreparedRun:
     """For --model: the backend the model's own kind calls for (speech, embeddings, text)."""
     return prepare_by_kind(settings, spec)
@@ -104,62 +141,11 @@ async def prepare_embeddings(state: ServerState, spec: str) -> PreparedRun:
     return await asyncio.to_thread(prepare, state.settings, spec, opts)
 
 
-# -- loading -------------------------------------------------------------------------------------
-
-
-def memory_estimate(state: ServerState, prep: PreparedRun) -> MemoryEstimate:
-    return estimate(
-        prep.record.model.path,
-        prep.record.info,
-        device=state.platform.device,
-        modality=modality_of(prep),
-        override=state.settings.memory_limit_bytes,
-    )
-
-
-def _loader(state: ServerState, backend: Backend, path: Path) -> Callable[[], Any]:
-    f32 = state.platform.device == "cpu"  # fp16/bf16 compute is slow on MLX's CPU backend
-    if backend is Backend.MLX_LM:
-        from mlxk.backends.text import load_text
-
-        return lambda: load_text(path, float32_activations=f32)
-    if backend is Backend.MLX_VLM:
-        from mlxk.backends.vision import load_vision
-
-        limit = state.settings.max_image_bytes
-        return lambda: load_vision(path, float32_activations=f32, max_image_bytes=limit)
-    if backend is Backend.MLX_AUDIO:
-        from mlxk.backends.speech import load_whisper
-
-        return lambda: load_whisper(path, state.platform)
-    from mlxk.backends.embeddings import load_embeddings
-
-    return lambda: load_embeddings(path)
-
-
-def acquire_now(state: ServerState, prep: PreparedRun, *, pin: bool = False) -> Loaded:
-    """On the engine thread: the loaded model (loaded after the budget check when needed)."""
-    key = ModelKey(prep.backend, prep.record.model.path)
-    loader = _loader(state, prep.backend, key.path)
-    return state.pool.acquire(key, prep.name, lambda: memory_estimate(state, prep), loader, pin=pin)
-
-
-async def acquire(state: ServerState, prep: PreparedRun) -> Loaded:
-    return await state.engine.call(lambda: acquire_now(state, prep))
-
-
-async def release(state: ServerState, entry: Loaded) -> None:
-    await state.engine.call(lambda: state.pool.release(entry))
-
-
 async def run_with_model(state: ServerState, prep: PreparedRun, work: Callable[[Any], Any]) -> Any:
     """Load if needed and run ``work(runner)`` on the engine thread, holding the model."""
-
-    def job() -> Any:
-        entry = acquire_now(state, prep)
-        try:
-            return work(entry.runner)
-        finally:
-            state.pool.release(entry)
-
-    return await state.engine.call(job)
+    sink = AsyncSink(asyncio.get_running_loop())
+    ops_run_with_model(state.runtime, prep, work, sink)
+    result = await sink.queue.get()
+    if isinstance(result, BaseException):
+        raise result
+    return result

@@ -3,72 +3,72 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from mlxk.backends.engine import DONE
+from mlxk.backends.select import Inputs
+from mlxk.errors import MlxkError
 from mlxk.formats.transcripts import render, verbose_dict
-from mlxk.ops.run import RunOptions
-from mlxk.server.errors import bad_param
+from mlxk.ops.run import RunOptions, fold_transcript, start_transcription
+from mlxk.server.errors import bad_param, error_response
+from mlxk.server.generation import CLIENT_GONE, ClientGone, next_event, start_events
 from mlxk.server.media import decode_audio
-from mlxk.server.protocol import TextDelta, TextDone, TranscriptFormat, TranscriptionJson
+from mlxk.server.protocol import (
+    TextDelta,
+    TextDone,
+    TextSegment,
+    TranscriptFormat,
+    TranscriptionJson,
+)
 from mlxk.server.routes import ERRORS
-from mlxk.server.service import ServerState, prepare_run, run_with_model, state_of
+from mlxk.server.service import AsyncSink, ServerState, prepare_inputs, state_of
 from mlxk.server.sse import EventStreamResponse, event, once
-from mlxk.types import Backend, Transcript
+from mlxk.types import GenerationChunk, Started, Transcript
 
 router = APIRouter()
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z]{2,4})?$|^[A-Za-z]{4,20}$")
 Granularity = Literal["word", "segment"]
-# What an omni (mlx-vlm) model is asked when it is used for transcription.
-OMNI_PROMPT = "Transcribe what is spoken in this audio."
 
 
-async def _transcript(
-    state: ServerState,
-    request: Request,
-    upload: UploadFile,
-    model: str,
-    language: str | None,
-    prompt: str | None,
-    temperature: float,
-    words: bool,
-    translate: bool,
-) -> Transcript:
-    if language is not None and not _LANGUAGE.match(language):
+def _options(
+    samples: np.ndarray, language: str | None, prompt: str | None, temperature: float | None,
+    words: bool, translate: bool,
+) -> RunOptions:  # fmt: skip
+    return RunOptions(
+        audio=(samples,), language=language, translate=translate, initial_prompt=prompt,
+        temperature=temperature, word_timestamps=words,
+    )  # fmt: skip
+
+
+async def _begin(
+    state: ServerState, request: Request, upload: UploadFile, model: str, form: _Form
+) -> tuple[Started, AsyncSink, RunOptions]:
+    if form.language is not None and not _LANGUAGE.match(form.language):
         raise bad_param("language", "language must be a code such as 'en' or 'de'")
-    run = RunOptions(audio=(b"",), translate=translate)
-    prep = await prepare_run(state, model, run)  # refuses translation on tiny.en, text models…
+    # refuses translation on tiny.en, text models… before the upload is decoded
+    prep = await prepare_inputs(state, model, Inputs(audio=1, translate=form.translate))
     samples = await decode_audio(upload.file, state.settings, "file")
-    task = "translate" if translate else "transcribe"
-    if prep.backend is Backend.MLX_AUDIO:
-
-        def whisper(runner: Any) -> Transcript:
-            t: Transcript = runner.transcribe(
-                samples,
-                language=language,
-                task=task,
-                initial_prompt=prompt,
-                word_timestamps=words,
-                temperature=temperature,
-            )
-            return t
-
-        result: Transcript = await run_with_model(state, prep, whisper)
-        return result
-    omni: Transcript = await run_with_model(
-        state, prep, lambda r: _omni(r, samples, prompt, temperature)
+    opts = _options(
+        samples, form.language, form.prompt, form.temperature, form.words, form.translate
     )
-    return omni
+    rt = state.runtime
+    started, sink = await start_events(
+        state, request, lambda sink: start_transcription(rt, prep, opts, samples, sink)
+    )
+    return started, sink, opts
 
 
-def _omni(runner: Any, samples: np.ndarray, prompt: str | None, temperature: float) -> Transcript:
-    chunks = runner.stream(prompt or OMNI_PROMPT, audio=[samples], temperature=temperature)
-    text = "".join(c.text for c in chunks).strip()
-    return Transcript(text=text, language=None, duration=len(samples) / 16000)
+async def _collect(sink: AsyncSink, request: Request) -> list[Any]:
+    events = []
+    while (ev := await next_event(sink, request)) is not DONE:
+        events.append(ev)
+    return events
 
 
 def _body(t: Transcript, fmt: str, granularities: list[str]) -> Response:
@@ -83,27 +83,54 @@ def _body(t: Transcript, fmt: str, granularities: list[str]) -> Response:
     return PlainTextResponse(render(t, fmt), media_type=media)
 
 
-async def _deltas(t: Transcript) -> AsyncIterator[bytes]:
-    # Whisper runs a whole clip at once: deltas are its segments, sent when it is done.
-    pieces = [s.text for s in t.segments] or [t.text]
-    for i, text in enumerate(pieces):
-        if text:
-            yield event(TextDelta(delta=text, segment_id=f"seg_{i}"))
-    yield event(TextDone(text=t.text.strip()))  # OpenAI ends transcript streams here: no [DONE]
+@dataclass(frozen=True)
+class _Form:
+    language: str | None
+    prompt: str | None
+    temperature: float | None
+    words: bool
+    translate: bool
+
+
+def _window_events(window: Any, first: bool) -> Iterator[bytes]:
+    """One decoded window: a delta and a segment event per segment, as OpenAI streams them;
+    segments carry how much of the audio is done (mlxk's fields audio_done/audio_duration)."""
+    for seg in window.segments:
+        sid = f"seg_{seg.id}"
+        yield event(TextDelta(delta=seg.text if first else " " + seg.text, segment_id=sid))
+        yield event(TextSegment(
+            id=sid, start=round(seg.start, 3), end=round(seg.end, 3), text=seg.text,
+            audio_done=round(window.end, 3), audio_duration=round(window.duration, 3),
+        ))  # fmt: skip
+        first = False
+
+
+async def _stream(
+    started: Started, sink: AsyncSink, request: Request, opts: RunOptions
+) -> AsyncIterator[bytes]:
+    events: list[Any] = []
+    try:
+        while (ev := await next_event(sink, request)) is not DONE:
+            first = not any(e.segments if hasattr(e, "segments") else e.text for e in events)
+            events.append(ev)
+            if isinstance(ev, GenerationChunk):
+                if ev.text:
+                    yield event(TextDelta(delta=ev.text, segment_id=None))
+            else:
+                for chunk in _window_events(ev, first):
+                    yield chunk
+        t = fold_transcript(started, events, opts)
+        yield event(TextDone(text=t.text.strip()))  # OpenAI ends transcript streams here
+    except ClientGone:
+        return
+    except MlxkError as exc:  # after the 200 was sent: the error travels as an event
+        yield b"data: " + bytes(error_response(exc).body) + b"\n\n"
 
 
 async def _handle(
-    request: Request,
-    file: UploadFile,
-    model: str,
-    language: str | None,
-    prompt: str | None,
-    response_format: str,
-    temperature: float,
-    granularities: list[str],
-    stream: bool,
-    translate: bool,
-) -> Response:
+    request: Request, file: UploadFile, model: str, form: _Form, response_format: str,
+    granularities: list[str], stream: bool,
+) -> Response:  # fmt: skip
     state = state_of(request)
     if granularities and response_format != "verbose_json":
         raise bad_param(
@@ -113,24 +140,30 @@ async def _handle(
     state.admission.enter()
     leave = once(state.admission.leave)
     try:
-        t = await _transcript(
-            state,
-            request,
-            file,
-            model,
-            language,
-            prompt,
-            temperature,
-            "word" in granularities,
-            translate,
-        )
+        started, sink, opts = await _begin(state, request, file, model, form)
+    except ClientGone:
+        leave()
+        return Response(status_code=CLIENT_GONE)
     except BaseException:
         leave()
         raise
     if stream:
-        return EventStreamResponse(_deltas(t), leave)
-    leave()
-    return _body(t, response_format, granularities)
+        return EventStreamResponse(_stream(started, sink, request, opts), _closer(sink, leave))
+    try:
+        events = await _collect(sink, request)
+    except ClientGone:
+        return Response(status_code=CLIENT_GONE)
+    finally:
+        leave()
+    return _body(fold_transcript(started, events, opts), response_format, granularities)
+
+
+def _closer(sink: AsyncSink, leave: Callable[[], None]) -> Callable[[], None]:
+    def close() -> None:
+        sink.cancel()  # a no-op when the transcription finished
+        leave()
+
+    return close
 
 
 FileField = Annotated[UploadFile, File(description="audio file (wav, mp3, flac, ogg, m4a, …)")]
@@ -138,7 +171,7 @@ ModelField = Annotated[str, Form(min_length=1, max_length=512)]
 LangField = Annotated[str | None, Form(max_length=32)]
 PromptField = Annotated[str | None, Form(max_length=4096)]
 FormatField = Annotated[TranscriptFormat, Form()]
-TempField = Annotated[float, Form(ge=0.0, le=1.0)]
+TempField = Annotated[float | None, Form(ge=0.0, le=1.0)]
 GranField = Annotated[list[Granularity], Form(alias="timestamp_granularities[]")]
 StreamField = Annotated[bool, Form()]
 
@@ -151,21 +184,14 @@ async def transcriptions(
     language: LangField = None,
     prompt: PromptField = None,
     response_format: FormatField = "json",
-    temperature: TempField = 0.0,
+    temperature: TempField = None,
     timestamp_granularities: GranField = [],  # noqa: B006 (FastAPI copies defaults)
     stream: StreamField = False,
 ) -> Response:
+    words = "word" in timestamp_granularities
+    form = _Form(language, prompt, temperature, words, translate=False)
     return await _handle(
-        request,
-        file,
-        model,
-        language,
-        prompt,
-        response_format,
-        temperature,
-        list(timestamp_granularities),
-        stream,
-        translate=False,
+        request, file, model, form, response_format, list(timestamp_granularities), stream
     )
 
 
@@ -176,8 +202,8 @@ async def translations(
     model: ModelField,
     prompt: PromptField = None,
     response_format: FormatField = "json",
-    temperature: TempField = 0.0,
+    temperature: TempField = None,
+    stream: StreamField = False,
 ) -> Response:
-    return await _handle(
-        request, file, model, None, prompt, response_format, temperature, [], False, translate=True
-    )
+    form = _Form(None, prompt, temperature, False, translate=True)
+    return await _handle(request, file, model, form, response_format, [], stream)

@@ -15,7 +15,6 @@ from mlxk.server.generation import (
     CLIENT_GONE,
     ChunkStream,
     ClientGone,
-    GenParams,
     admit,
     closer,
     collect_admitted,
@@ -70,6 +69,18 @@ async def chat_completions(req: ChatCompletionRequest, request: Request) -> Resp
     return JSONResponse(answer.model_dump(mode="json"))
 
 
+def chat_options(req: ChatCompletionRequest, messages: list[dict[str, Any]], images: list[Any],
+                 clips: list[Any]) -> RunOptions:  # fmt: skip
+    """The request as ops.run takes it; unset sampling fields keep the shared defaults."""
+    return RunOptions(
+        messages=messages, images=tuple(images), audio=tuple(clips),
+        max_tokens=req.max_completion_tokens or req.max_tokens, temperature=req.temperature,
+        top_p=req.top_p, stop=req.stop_list(), repetition_penalty=req.repetition_penalty,
+        presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
+        seed=req.seed,
+    )  # fmt: skip
+
+
 async def _start(
     state: ServerState, request: Request, req: ChatCompletionRequest, inputs: ChatInputs
 ) -> ChunkStream:
@@ -80,18 +91,8 @@ async def _start(
         await decode_audio(b, state.settings, f"input_audio {i + 1}")
         for i, b in enumerate(inputs.audio_bytes)
     ]
-    params = GenParams(
-        messages=inputs.messages,
-        prompt=None,
-        max_tokens=req.max_completion_tokens or req.max_tokens,
-        temperature=req.temperature,
-        top_p=req.top_p,
-        stop=req.stop_list(),
-        repetition_penalty=req.repetition_penalty,
-        presence_penalty=req.presence_penalty,
-        frequency_penalty=req.frequency_penalty,
-    )
-    return await start(state, request, prep, params, images, clips)
+    opts = chat_options(req, inputs.messages, images, clips)
+    return await start(state, request, prep, opts)
 
 
 async def _sse(stream: ChunkStream, model: str, include_usage: bool) -> AsyncIterator[bytes]:

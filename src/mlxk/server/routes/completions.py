@@ -14,7 +14,6 @@ from mlxk.server.generation import (
     CLIENT_GONE,
     ChunkStream,
     ClientGone,
-    GenParams,
     admit,
     closer,
     collect_admitted,
@@ -69,18 +68,13 @@ async def _start(
     state: ServerState, request: Request, req: CompletionRequest, prompt: str
 ) -> ChunkStream:
     prep = await prepare_run(state, req.model, RunOptions(prompt=prompt))
-    params = GenParams(
-        messages=None,
-        prompt=prompt,
-        max_tokens=req.max_tokens,
-        temperature=req.temperature,
-        top_p=req.top_p,
-        stop=req.stop_list(),
-        repetition_penalty=req.repetition_penalty,
-        presence_penalty=req.presence_penalty,
-        frequency_penalty=req.frequency_penalty,
-    )
-    return await start(state, request, prep, params, [], [])
+    opts = RunOptions(
+        prompt=prompt, use_chat_template=False, max_tokens=req.max_tokens,
+        temperature=req.temperature, top_p=req.top_p, stop=req.stop_list(),
+        repetition_penalty=req.repetition_penalty, presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty, seed=req.seed,
+    )  # fmt: skip
+    return await start(state, request, prep, opts)
 
 
 async def _sse(

@@ -1,4 +1,5 @@
-"""The model pool: one memory budget for every loaded model (text, vision, audio, embeddings).
+"""The model pool: one memory budget for every loaded model (text, vision, audio, embeddings),
+used by the server (a budgeted pool) and by the CLI (a pool of one, gated on the device).
 
 A model is admitted only when its estimated need (weights as they will sit in memory plus the
 memory gate's headroom for its modality) fits into the budget left by models that cannot be
@@ -20,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlxk.backends.memory import GB, MemoryEstimate
+from mlxk.backends.memory import GB, MemoryEstimate, gate
 from mlxk.errors import MemoryGateError
 from mlxk.types import Backend
 
-log = logging.getLogger("mlxk.server")
+log = logging.getLogger("mlxk.pool")
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,20 @@ class Loaded:
 
 class ModelPool:
     def __init__(
-        self, budget_bytes: int, idle_ttl: float, clock: Callable[[], float] = time.monotonic
+        self,
+        budget_bytes: int,
+        idle_ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_models: int | None = None,
+        device_gate: bool = False,
     ) -> None:
         self.budget = budget_bytes
         self.idle_ttl = idle_ttl
+        # The CLI keeps one model (an interactive chat reuses it) and refuses what the device
+        # cannot hold now; the server keeps many within its budget.
+        self.max_models = max_models
+        self.device_gate = device_gate
         self._clock = clock
         self._models: dict[ModelKey, Loaded] = {}
         self._lock = threading.Lock()
@@ -131,6 +142,15 @@ class ModelPool:
             self._unload(m)
 
     def _make_room(self, name: str, est: MemoryEstimate) -> None:
+        if self.max_models is not None:
+            idle = sorted(
+                (m for m in self._models.values() if not m.pinned and m.users == 0),
+                key=lambda m: m.last_used,
+            )
+            for m in idle[: max(0, len(self._models) - self.max_models + 1)]:
+                self._unload(m)
+        if self.device_gate:
+            gate(est, name)
         kept = [m for m in self._models.values() if m.pinned or m.users > 0]
         available = self.budget - sum(m.needed_bytes for m in kept)
         if est.needed_bytes > available:
