@@ -21,7 +21,8 @@ from tests.hub.conftest import (
 
 from mlxk.config import Settings
 from mlxk.errors import NetworkError
-from mlxk.ops.hub import TEMP_PREFIX, clone_any, clone_from_hub
+from mlxk.ops.hub.clone import clone_any, clone_from_hub
+from mlxk.ops.staging import TEMP_PREFIX
 
 REPO = "org/clonable"
 

@@ -26,7 +26,7 @@ from tests.hub.conftest import (
 from mlxk.config import Settings
 from mlxk.errors import UnsafeRepoError
 from mlxk.ops.download import check_commit, check_ref, safe_relpath
-from mlxk.ops.hub import pull_model
+from mlxk.ops.hub.pull import pull_model
 
 REPO = "org/tiny"
 

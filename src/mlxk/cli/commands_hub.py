@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from mlxk.cli.commands import CommandResult, CommandSpec, err, out
 from mlxk.cli.commands_models import progress_bar
 from mlxk.config import Settings
+
+if TYPE_CHECKING:  # the hub code (and huggingface_hub) loads only when pull/push runs
+    from mlxk.ops.hub.push import PushResult
 
 
 def _pull_args(p: argparse.ArgumentParser) -> None:
@@ -23,7 +26,7 @@ def _pull_args(p: argparse.ArgumentParser) -> None:
 
 def _pull(args: argparse.Namespace, settings: Settings) -> CommandResult:
     from mlxk.errors import ConfirmationRequired
-    from mlxk.ops.hub import pull_model
+    from mlxk.ops.hub.pull import pull_model
 
     as_json = getattr(args, "json", False)
     confirm = None
@@ -56,44 +59,47 @@ def _push_args(p: argparse.ArgumentParser) -> None:
 
 
 def _push(args: argparse.Namespace, settings: Settings) -> CommandResult:
-    from mlxk.ops.hub import push_workspace
+    from mlxk.formats.hub import push_object
+    from mlxk.ops.hub.push import push_workspace
 
     quiet = getattr(args, "json", False) and not args.verbose
     if quiet:
         from huggingface_hub.utils import disable_progress_bars
 
         disable_progress_bars()  # one JSON envelope on stdout, nothing else on the terminal
-    data = push_workspace(
+    res = push_workspace(
         settings, args.local_dir, args.repo_id, private=args.private, branch=args.branch,
         commit_message=args.commit, check_only=args.check_only, dry_run=args.dry_run,
         create=args.create,
     )  # fmt: skip
-    return CommandResult(data, lambda: _push_human(data, args.verbose))
+    return CommandResult(push_object(res), lambda: _push_human(res, args.verbose))
 
 
-def _push_human(data: dict[str, Any], verbose: bool) -> None:
-    head = f"push (experimental): {data['repo_id']}@{data['branch']} —"
-    health = data.get("workspace_health")
-    if health is not None:
-        state = "healthy" if health["healthy"] else "unhealthy"
-        out(f"{head} check-only: {health['files_count']} files, {state}")
-        for a in health["anomalies"]:
-            out(f"  {a['severity']}: {a['code']}: {a['message']}")
+def _push_human(res: PushResult, verbose: bool) -> None:
+    from mlxk.formats.hub import SHOWN_FILES
+
+    head = f"push (experimental): {res.repo_id}@{res.branch} —"
+    if res.health is not None:
+        state = "healthy" if res.health.healthy else "unhealthy"
+        out(f"{head} check-only: {res.health.files_count} files, {state}")
+        for a in res.health.anomalies:
+            out(f"  {a.severity}: {a.code}: {a.message}")
         return
-    cs = data.get("change_summary") or {}
-    if data.get("dry_run"):
-        out(f"{head} {data['message']}")
-        for path in data.get("added_files", []):
+    if res.mode == "dry-run":
+        out(f"{head} {res.message}")
+        added = res.changes.added if res.changes else res.local_files
+        modified = res.changes.modified if res.changes else []
+        for path in added[:SHOWN_FILES]:
             out(f"  + {path}")
-        for path in data.get("modified_files", []):
+        for path in modified[:SHOWN_FILES]:
             out(f"  ~ {path}")
-    elif data.get("no_changes"):
+    elif res.no_changes:
         out(f"{head} no changes")
     else:
-        sha = (data.get("commit_sha") or "")[:7]
-        out(f"{head} commit {sha} (+{cs.get('added', 0)} ~{cs.get('modified', 0)} -0)")
-    if verbose and data.get("commit_url"):
-        out(f"  {data['commit_url']}")
+        cs = res.changes.summary() if res.changes else {"added": 0, "modified": 0}
+        out(f"{head} commit {(res.commit_sha or '')[:7]} (+{cs['added']} ~{cs['modified']} -0)")
+    if verbose and res.commit_url:
+        out(f"  {res.commit_url}")
 
 
 PULL_HELP = "download a model from the hub into the HF cache (resumable, verified)"

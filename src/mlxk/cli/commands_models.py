@@ -108,7 +108,7 @@ def _clone_args(p: argparse.ArgumentParser) -> None:
 
 
 def _clone(args: argparse.Namespace, settings: Settings) -> CommandResult:
-    from mlxk.ops.hub import clone_any
+    from mlxk.ops.hub.clone import clone_any
 
     with progress_bar(f"clone {args.model}", not getattr(args, "json", False)) as progress:
         res = clone_any(settings, args.model, args.dst, progress=progress)

@@ -35,7 +35,7 @@ def _source_name(model: LocalModel) -> str:
     return str((sentinel or {}).get("source_repo") or model.name)
 
 
-def _copy_model_files(src: Path, dst: Path) -> None:
+def copy_model_files(src: Path, dst: Path) -> None:
     """Copy a snapshot or workspace (following cache symlinks), skipping our own sentinel."""
     for item in sorted(src.iterdir()):
         if item.name in (SENTINEL, ".hf_cache", ".git"):
@@ -97,7 +97,7 @@ def _run_mode(
     from mlxk.backends import convert as engine
 
     if mode == "repair-index":
-        _copy_model_files(src, out)
+        copy_model_files(src, out)
         if not list(out.glob("*.safetensors")):
             raise ConversionError("No safetensors shards to index in the source model")
         engine.repair_index(out)
@@ -118,7 +118,7 @@ def clone_model(settings: Settings, spec: str, dst: str | None) -> ConvertResult
     target = target_path(settings, dst, model.name.split("/")[-1])
     ensure_outside_cache(settings, target, "target")
     with staged_dir(target) as tmp:
-        _copy_model_files(model.path, tmp)
+        copy_model_files(model.path, tmp)
         sentinel = build_sentinel(
             tmp, operation="clone", source_repo=_source_name(model), source_revision=model.commit
         )

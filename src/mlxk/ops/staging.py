@@ -15,6 +15,10 @@ from pathlib import Path
 from mlxk.config import Settings
 from mlxk.errors import CacheSanctityError, TargetExistsError, ValidationError
 
+# A hub clone downloads into <parent>/.mlxk_temp_<hash>, a private HF cache beside its target,
+# kept across interruptions so the clone resumes; push never uploads such a directory.
+TEMP_PREFIX = ".mlxk_temp_"
+
 
 def target_path(settings: Settings, dst: str | None, default_name: str) -> Path:
     """A bare name goes into MLXK_WORKSPACE_HOME when set; paths are taken literally."""

@@ -1,7 +1,9 @@
 """Integrity checks: is every file a model needs present, complete and inside the model?
 
-Reads file names, sizes and safetensors headers only; never loads tensors. The first problem
-found is the reason, phrased so the user knows what to do.
+Reads file names, sizes and safetensors headers only; never loads tensors. ``check_health``
+gives the first problem found as the reason, phrased so the user knows what to do;
+``analyze_workspace`` lists every anomaly of a directory about to be pushed (mlx-knife's
+``workspace_health``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlxk.store.probe import ModelFiles
@@ -86,16 +89,21 @@ def _is_gguf_only(files: ModelFiles) -> bool:
     return bool(files.with_suffix(".gguf")) and not files.with_suffix(".safetensors")
 
 
+def _is_lfs_pointer(path: Path, size: int) -> bool:
+    """A git-lfs pointer file (a few lines of text) where the real file should be."""
+    if size >= 200 or size < 0:
+        return False
+    try:
+        with path.open("rb") as fh:
+            return fh.read(len(LFS_HEADER)) == LFS_HEADER
+    except OSError:
+        return False
+
+
 def _lfs_pointers(model: LocalModel, files: ModelFiles) -> str | None:
     for name, st in files.stats.items():
-        if st.size >= 200 or st.size < 0 or name.endswith(".json"):
-            continue
-        try:
-            with (model.path / name).open("rb") as fh:
-                if fh.read(len(LFS_HEADER)) == LFS_HEADER:
-                    return f"LFS pointer instead of file: {name} (the real file was never fetched)"
-        except OSError:
-            continue
+        if not name.endswith(".json") and _is_lfs_pointer(model.path / name, st.size):
+            return f"LFS pointer instead of file: {name} (the real file was never fetched)"
     return None
 
 
@@ -145,15 +153,19 @@ def _check_index(model: LocalModel, headers: dict[str, list[str]]) -> str | None
     return None
 
 
-def _unindexed_shards(shards: list[str]) -> str | None:
+def _shard_groups(names: Iterable[str]) -> dict[str, tuple[int, set[int]]]:
+    """``stem-0000i-of-0000n.safetensors`` names by stem: (n, the i present)."""
     groups: dict[str, tuple[int, set[int]]] = {}
-    for name in shards:
-        m = SHARD_RE.match(name)
+    for name in names:
+        m = SHARD_RE.match(name.rsplit("/", 1)[-1])
         if m:
-            total, seen = groups.get(m["stem"], (int(m["n"]), set()))
+            _total, seen = groups.setdefault(m["stem"], (int(m["n"]), set()))
             seen.add(int(m["i"]))
-            groups[m["stem"]] = (total, seen)
-    for _stem, (total, seen) in groups.items():
+    return groups
+
+
+def _unindexed_shards(shards: list[str]) -> str | None:
+    for _stem, (total, seen) in _shard_groups(shards).items():
         if len(seen) < total:
             return f"Missing shards by pattern: {len(seen)}/{total} present"
         return (
@@ -205,4 +217,138 @@ CHECKS: list[Check] = [
     _gguf, _tokenizer,
 ]  # fmt: skip
 
-__all__ = ["HEALTHY", "check_health"]
+
+# -- a workspace before push: every anomaly, not just the first ------------------------------
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    severity: str  # "error" (unhealthy) or "warn"
+    code: str  # mlx-knife's codes: config_missing, empty_weight_file, ...
+    message: str
+    path: str | None = None
+    missing: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ConfigCheck:
+    exists: bool
+    valid_json: bool
+    path: str | None
+
+
+@dataclass(frozen=True)
+class IndexCheck:
+    has_index: bool
+    missing: tuple[str, ...] = ()  # shards the index names that are absent, empty or pointers
+    parse_error: bool = False
+
+
+@dataclass(frozen=True)
+class WeightsCheck:
+    count: int
+    formats: tuple[str, ...]
+    index: IndexCheck
+    pattern_complete: bool | None  # None: no ``-0000i-of-0000n`` shards at all
+
+
+@dataclass(frozen=True)
+class WorkspaceHealth:
+    files_count: int
+    total_bytes: int
+    config: ConfigCheck
+    weights: WeightsCheck
+    anomalies: tuple[Anomaly, ...]
+
+    @property
+    def healthy(self) -> bool:
+        return not any(a.severity == "error" for a in self.anomalies)
+
+
+def analyze_workspace(root: Path, files: Mapping[str, int]) -> WorkspaceHealth:
+    """``push --check-only``: offline, reads only the files (relative path → size) to push."""
+    config = _config_check(root)
+    weights = {p: n for p, n in files.items() if p.endswith(WEIGHT_SUFFIXES)}
+    index = _index_check(root, set(files))
+    anomalies = [*_config_anomalies(config), *_weight_anomalies(root, weights)]
+    anomalies += _index_anomalies(index) + _partial_markers(files)
+    formats = tuple(sorted({p.rsplit(".", 1)[-1] for p in weights}))
+    groups = _shard_groups(weights)
+    complete = all(len(got) == n for n, got in groups.values()) if groups else None
+    return WorkspaceHealth(
+        len(files), sum(files.values()), config,
+        WeightsCheck(len(weights), formats, index, complete), tuple(anomalies),
+    )  # fmt: skip
+
+
+def _config_check(root: Path) -> ConfigCheck:
+    path = root / "config.json"
+    if not path.is_file():
+        return ConfigCheck(False, False, None)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        valid = isinstance(data, dict) and bool(data)
+    except (OSError, ValueError):
+        valid = False
+    return ConfigCheck(True, valid, str(path))
+
+
+def _config_anomalies(config: ConfigCheck) -> list[Anomaly]:
+    if not config.exists:
+        return [Anomaly("error", "config_missing", "config.json not found")]
+    if not config.valid_json:
+        return [Anomaly("error", "config_invalid_json", "config.json invalid or empty")]
+    return []
+
+
+def _weight_anomalies(root: Path, weights: Mapping[str, int]) -> list[Anomaly]:
+    if not weights:
+        return [Anomaly("error", "no_weights_found",
+                        "No weights (*.safetensors/*.gguf/*.bin/*.npz)")]  # fmt: skip
+    out = []
+    for path, size in weights.items():
+        if size == 0:
+            out.append(Anomaly("error", "empty_weight_file", f"Empty file: {path}", path))
+        elif _is_lfs_pointer(root / path, size):
+            out.append(Anomaly("error", "lfs_pointer_detected", f"LFS pointer: {path}", path))
+    return out
+
+
+def _index_check(root: Path, present: set[str]) -> IndexCheck:
+    index = root / "model.safetensors.index.json"
+    if not index.is_file():
+        return IndexCheck(False)
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+        named = sorted({str(v) for v in weight_map.values()})
+    except (OSError, ValueError, AttributeError):
+        return IndexCheck(True, parse_error=True)
+    missing = []
+    for name in named:
+        path = root / name
+        size = path.stat().st_size if name in present and path.is_file() else 0
+        if size == 0 or _is_lfs_pointer(path, size):
+            missing.append(name)
+    return IndexCheck(True, tuple(missing))
+
+
+def _index_anomalies(index: IndexCheck) -> list[Anomaly]:
+    out = []
+    if index.parse_error:
+        out.append(
+            Anomaly("error", "index_parse_error", "model.safetensors.index.json parse error")
+        )
+    if index.missing:
+        out.append(Anomaly("error", "index_missing_shard",
+                           f"Missing/invalid shards: {len(index.missing)}",
+                           missing=index.missing))  # fmt: skip
+    return out
+
+
+def _partial_markers(files: Mapping[str, int]) -> list[Anomaly]:
+    out = []
+    for path in files:
+        low = path.rsplit("/", 1)[-1].lower()
+        if "partial" in low or low.endswith((".tmp", ".incomplete")):
+            out.append(Anomaly("warn", "partial_marker", f"Partial/tmp marker: {low}", path))
+    return out
