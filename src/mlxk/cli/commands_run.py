@@ -130,6 +130,10 @@ def _generate(
         "finish_reason": run.reason, "backend": prep.backend.value,
     }  # fmt: skip
     started = run.started
+    if started is not None and args.verbose:
+        from mlxk.ops.run import describe
+
+        err(f"[mlxk] run: {describe(started)}")
     if started is not None and started.sampling is not None:
         data["sampling"] = asdict(started.sampling)
     if started is not None and started.detail is not None:  # vision: what mlx-vlm was given

@@ -433,3 +433,17 @@ def run_with_model(rt: Runtime, prep: PreparedRun, work: Callable[[Any], Any], s
 def pin(rt: Runtime, prep: PreparedRun) -> None:
     """On the engine thread: load and pin (serve --model); no request holds it afterwards."""
     rt.pool.release(rt.acquire(prep, pin=True))
+
+
+def describe(started: Started) -> str:
+    """One log line of what a run was given (the same line the CLI's --verbose prints)."""
+    s = started.sampling
+    parts = [f"backend={started.backend.value}"]
+    if started.prompt is not None:
+        parts.append(f"prompt={started.prompt!r}")
+    if s is not None:
+        parts += [f"temperature={s.temperature:g}", f"top_p={s.top_p:g}",
+                  f"repetition_penalty={s.repetition_penalty}"]  # fmt: skip
+    if started.max_tokens is not None:
+        parts.append(f"max_tokens={started.max_tokens}")
+    return " ".join(parts)

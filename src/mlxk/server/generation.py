@@ -8,6 +8,7 @@ a bad image) still gets its honest status instead of a 200 followed by an error 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,12 +18,13 @@ from fastapi import Request
 from mlxk.backends.engine import DONE
 from mlxk.backends.sampling import token_budget as _budget
 from mlxk.errors import GenerationError, MlxkError, ValidationError
-from mlxk.ops.run import PreparedRun, RunOptions, start_chat
+from mlxk.ops.run import PreparedRun, RunOptions, describe, start_chat
 from mlxk.server.errors import bad_param
 from mlxk.server.service import AsyncSink, ServerState
 from mlxk.server.sse import once
 from mlxk.types import GenerationChunk, Started
 
+log = logging.getLogger("mlxk.server")
 _POLL_S = 0.5  # how often a waiting request checks whether its client is still there
 CLIENT_GONE = 499  # nginx's "client closed request": nobody reads it, access logs do
 
@@ -95,6 +97,7 @@ async def start_events(
     if not isinstance(event, Started):  # a run always announces itself first
         sink.cancel()
         raise GenerationError(f"the engine sent {type(event).__name__} before starting")
+    log.info("run: %s", describe(event))
     return event, sink
 
 
