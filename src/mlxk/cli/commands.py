@@ -69,17 +69,20 @@ def _list_args(p: argparse.ArgumentParser) -> None:
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> CommandResult:
-    from mlxk.formats.human import list_table
-    from mlxk.formats.models import model_object
-    from mlxk.ops.catalog import list_models
+    from mlxk.formats.human import list_table, warning_lines
+    from mlxk.formats.models import model_object, warning_objects
+    from mlxk.ops.catalog import catalog
 
-    records = list_models(settings, args.pattern)
-    objects = [model_object(r) for r in records]
-    data = {"models": objects, "count": len(objects)}
-    table = lambda: out(  # noqa: E731
-        list_table(records, show_all=args.all, health=args.health, verbose=args.verbose)
-    )
-    return CommandResult(data, table)
+    cat = catalog(settings, args.pattern)
+    objects = [model_object(r) for r in cat.records]
+    data = {"models": objects, "count": len(objects), "warnings": warning_objects(cat.warnings)}
+
+    def human() -> None:
+        for line in warning_lines(cat.warnings):
+            err(line)
+        out(list_table(cat.records, show_all=args.all, health=args.health, verbose=args.verbose))
+
+    return CommandResult(data, human)
 
 
 def _show_args(p: argparse.ArgumentParser) -> None:
@@ -111,6 +114,8 @@ def _health_args(p: argparse.ArgumentParser) -> None:
 
 
 def _health(args: argparse.Namespace, settings: Settings) -> CommandResult:
+    from mlxk.formats.human import warning_lines
+    from mlxk.formats.models import warning_objects
     from mlxk.ops.catalog import health_models
 
     res = health_models(settings, args.pattern)
@@ -123,9 +128,12 @@ def _health(args: argparse.Namespace, settings: Settings) -> CommandResult:
         if not h.healthy
     ]
     summary = {"total": len(res.entries), "healthy_count": len(good), "unhealthy_count": len(bad)}
-    data = {"healthy": good, "unhealthy": bad, "summary": summary}
+    warnings = warning_objects(res.warnings)
+    data = {"healthy": good, "unhealthy": bad, "summary": summary, "warnings": warnings}
 
     def human() -> None:
+        for line in warning_lines(res.warnings):
+            err(line)
         if len(res.entries) != 1:
             out(f"Summary: total {summary['total']}, healthy {len(good)}, unhealthy {len(bad)}")
         for n, h in res.entries:

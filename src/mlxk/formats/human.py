@@ -8,6 +8,7 @@ from typing import Any
 
 from mlxk.formats.models import human_size
 from mlxk.ops.catalog import ModelRecord
+from mlxk.store.hf_cache import CacheWarning
 
 
 def relative_time(iso: str | None) -> str:
@@ -145,3 +146,8 @@ def _detail_lines(data: dict[str, Any]) -> list[str]:
         out += [f"  Operation: {ws.get('operation')}", f"  Created: {ws.get('created_at')}"]
         out += [f"  Content Hash: {str(ws.get('content_hash'))[:23]}"]
     return out
+
+
+def warning_lines(warnings: list[CacheWarning]) -> list[str]:
+    """One stderr line per unreadable cache entry (stdout stays the table / the report)."""
+    return [f"warning: {w.path}: {w.reason}" for w in warnings]

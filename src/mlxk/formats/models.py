@@ -6,6 +6,7 @@ from typing import Any
 
 from mlxk.backends.select import backends_by_input
 from mlxk.ops.catalog import ModelRecord, ShowResult
+from mlxk.store.hf_cache import CacheWarning
 from mlxk.types import ModelInfo
 
 
@@ -76,6 +77,11 @@ def show_object(res: ShowResult, config: dict[str, Any] | None) -> dict[str, Any
     if res.hash_updated:
         data["hash_updated"] = True
     return data
+
+
+def warning_objects(warnings: list[CacheWarning]) -> list[dict[str, Any]]:
+    """``data.warnings`` of list and health: cache entries that could not be read."""
+    return [{"path": str(w.path), "repo_id": w.repo_id, "reason": w.reason} for w in warnings]
 
 
 def human_size(n: int) -> str:

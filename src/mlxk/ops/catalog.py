@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 from mlxk.config import Settings
 from mlxk.errors import AmbiguousMatchError, ModelNotFoundError
 from mlxk.store.health import check_health
+from mlxk.store.hf_cache import CacheWarning
 from mlxk.store.probe import ModelFiles, probe
 from mlxk.store.resolve import Resolver
 from mlxk.store.runtime import RuntimeVerdict, runtime_check
@@ -63,8 +64,20 @@ def build_record(model: LocalModel) -> ModelRecord:
     )
 
 
+@dataclass(frozen=True)
+class Catalog:
+    records: list[ModelRecord]
+    warnings: list[CacheWarning]  # cache entries that could not be read
+
+
+def catalog(settings: Settings, pattern: str | None = None) -> Catalog:
+    """``mlxk list``: every model matching ``pattern``, and what could not be read."""
+    scan = Resolver(settings).scan(pattern)
+    return Catalog([build_record(m) for m in scan.models], scan.warnings)
+
+
 def list_models(settings: Settings, pattern: str | None = None) -> list[ModelRecord]:
-    return [build_record(m) for m in Resolver(settings).all_models(pattern)]
+    return catalog(settings, pattern).records
 
 
 @dataclass(frozen=True)
@@ -113,20 +126,21 @@ def _label(m: LocalModel) -> str:
 @dataclass(frozen=True)
 class HealthResult:
     entries: list[tuple[str, HealthReport]]
+    warnings: list[CacheWarning] = field(default_factory=list)
 
 
 def health_models(settings: Settings, pattern: str | None) -> HealthResult:
     resolver = Resolver(settings)
-    if pattern is None:
-        models = resolver.all_models(None)
-    else:
+    scan = resolver.scan(pattern)
+    models = scan.models
+    if pattern is not None:
         try:
             models = [resolver.resolve(pattern).model]
         except AmbiguousMatchError:
             raise
         except ModelNotFoundError:
-            models = resolver.all_models(pattern)
+            pass  # no single model: every one the fragment matches
     entries = [
         (m.display_name or m.name if not m.cached else m.name, check_health(m)) for m in models
     ]
-    return HealthResult(entries)
+    return HealthResult(entries, scan.warnings)

@@ -2,8 +2,12 @@
 
 We scan the directory tree directly instead of calling ``huggingface_hub.scan_cache_dir``:
 that function stats every blob and file of every revision, which makes ``mlxk list`` slow on
-large caches (see benchmarks/cache_scan.py for the measured difference). The layout rules are
+large caches (benchmarks/cli_startup.py measures the difference). The layout rules are
 huggingface_hub's: ``models--org--name/{blobs,snapshots/<commit>,refs/<branch>}``.
+
+An entry that cannot be read (a broken symlink, a file where a repo directory belongs, an
+unreadable cache or ``refs/main``) is returned as a CacheWarning, never dropped silently:
+``list`` and ``health`` show them.
 """
 
 from __future__ import annotations
@@ -26,6 +30,19 @@ def repo_id_to_dirname(repo_id: str) -> str:
 def dirname_to_repo_id(dirname: str) -> str:
     # Mechanical mapping; malformed names convert anyway so problems stay visible.
     return dirname[len(REPO_PREFIX) :].replace("--", "/")
+
+
+@dataclass(frozen=True)
+class CacheWarning:
+    """A cache entry that could not be read as a model repo."""
+
+    path: Path
+    reason: str
+    repo_id: str | None = None  # the repo the entry's name stands for, when it names one
+
+
+def _why(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -62,15 +79,32 @@ class CacheRepo:
 
     def current_commit(self) -> str | None:
         """The snapshot ``refs/main`` names; the newest snapshot only when refs are missing."""
+        return self.head()[0]
+
+    def head(self) -> tuple[str | None, CacheWarning | None]:
+        """``current_commit`` and, when a ``refs/main`` exists but was not used, why."""
+        main, why = self._read_main()
+        if main is not None and os.path.isdir(self.repo_dir / "snapshots" / main):
+            return main, None
+        snaps = self.snapshots()
+        commit = snaps[0] if snaps else None
+        if main is not None and commit is not None:
+            why = f"refs/main names {main[:8]}, which has no snapshot; showing {commit[:8]}"
+        warning = CacheWarning(self.repo_dir / "refs" / "main", why, self.repo_id) if why else None
+        return commit, warning
+
+    def _read_main(self) -> tuple[str | None, str | None]:
+        """(the commit in refs/main, or None; why it could not be read, None when absent)."""
         try:
             with open(self.repo_dir / "refs" / "main", encoding="utf-8") as fh:
                 main = fh.read().strip()
-            if COMMIT_RE.match(main) and os.path.isdir(self.repo_dir / "snapshots" / main):
-                return main
-        except (OSError, UnicodeDecodeError):
-            pass
-        snaps = self.snapshots()
-        return snaps[0] if snaps else None
+        except FileNotFoundError:
+            return None, None  # legitimate: pulled by commit only, or refs were never written
+        except (OSError, UnicodeDecodeError) as exc:
+            return None, f"refs/main unreadable ({_why(exc)})"
+        if not COMMIT_RE.match(main):
+            return None, f"refs/main holds no commit id ({main[:40]!r})"
+        return main, None
 
     def snapshot_path(self, commit: str) -> Path:
         return self.repo_dir / "snapshots" / commit
@@ -83,23 +117,53 @@ def _mtime(path: str) -> float:
         return 0.0
 
 
-def iter_repos(hub_dir: Path) -> Iterator[CacheRepo]:
-    """Every model repo directory in the cache, sorted by repo id; junk is skipped."""
+@dataclass(frozen=True)
+class CacheScan:
+    repos: list[CacheRepo]  # sorted by repo id
+    warnings: list[CacheWarning]
+
+
+def scan_repos(hub_dir: Path) -> CacheScan:
+    """Every model repo directory in the cache, and a warning for each unreadable entry.
+
+    Other names (datasets--, .locks, our test marker) are not models and are skipped quietly.
+    """
     try:
         entries = list(os.scandir(hub_dir))
-    except OSError:
-        return
-    repos = []
+    except FileNotFoundError:
+        return CacheScan([], [])  # no cache yet
+    except OSError as exc:
+        return CacheScan([], [CacheWarning(hub_dir, f"cannot list the cache ({_why(exc)})")])
+    repos, warnings = [], []
     for entry in entries:
         if not entry.name.startswith(REPO_PREFIX) or HIDDEN_MARKER in entry.name:
             continue
-        try:
-            if not entry.is_dir():
-                continue
-        except OSError:
-            continue
-        repos.append(CacheRepo(dirname_to_repo_id(entry.name), Path(entry.path)))
-    yield from sorted(repos, key=lambda r: r.repo_id.lower())
+        repo_id, path = dirname_to_repo_id(entry.name), Path(entry.path)
+        problem = _not_a_repo_dir(entry)
+        if problem is None:
+            repos.append(CacheRepo(repo_id, path))
+        else:
+            warnings.append(CacheWarning(path, problem, repo_id))
+    repos.sort(key=lambda r: r.repo_id.lower())
+    return CacheScan(repos, sorted(warnings, key=lambda w: str(w.path)))
+
+
+def _not_a_repo_dir(entry: os.DirEntry[str]) -> str | None:
+    try:
+        if entry.is_dir():
+            return None
+        if entry.is_symlink():
+            target = os.readlink(entry.path)
+            gone = not os.path.exists(entry.path)
+            return f"broken symlink to {target}" if gone else f"symlink to a file ({target})"
+        return "not a directory"
+    except OSError as exc:
+        return f"unreadable ({_why(exc)})"
+
+
+def iter_repos(hub_dir: Path) -> Iterator[CacheRepo]:
+    """Every model repo directory in the cache, sorted by repo id (see scan_repos)."""
+    yield from scan_repos(hub_dir).repos
 
 
 def find_repo(hub_dir: Path, repo_id: str) -> CacheRepo | None:

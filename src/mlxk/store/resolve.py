@@ -20,12 +20,18 @@ from mlxk.errors import (
     ModelNotFoundError,
     ValidationError,
 )
-from mlxk.store.hf_cache import CacheRepo, find_repo, iter_repos
+from mlxk.store.hf_cache import CacheRepo, CacheWarning, find_repo, iter_repos, scan_repos
 from mlxk.store.workspace import is_workspace
 from mlxk.types import LocalModel
 
 HEX_RE = re.compile(r"^[0-9a-f]{4,40}$")
 MAX_NAME = 96
+
+
+@dataclass(frozen=True)
+class ModelScan:
+    models: list[LocalModel]
+    warnings: list[CacheWarning]  # cache entries that could not be read (list/health show them)
 
 
 @dataclass(frozen=True)
@@ -177,13 +183,23 @@ class Resolver:
 
     def all_models(self, pattern: str | None = None) -> list[LocalModel]:
         """Workspaces in the home dir plus every cache repo, filtered by a substring."""
+        return self.scan(pattern).models
+
+    def scan(self, pattern: str | None = None) -> ModelScan:
+        """``all_models`` plus the unreadable cache entries whose names match ``pattern``."""
         if pattern and is_explicit_path(pattern):
-            return path_matches(pattern)
+            return ModelScan(path_matches(pattern), [])
         low = (pattern or "").lower()
         models = [workspace_model(w) for w in list_workspaces(self.settings.workspace_home)]
         models = [m for m in models if low in (m.display_name or "").lower()]
-        models += [cache_model(r) for r in iter_repos(self.hub_dir) if low in r.repo_id.lower()]
-        return sorted(models, key=lambda m: _label(m).lower())
+        cache = scan_repos(self.hub_dir)
+        warnings = [w for w in cache.warnings if w.repo_id is None or low in w.repo_id.lower()]
+        for repo in cache.repos:
+            if low in repo.repo_id.lower():
+                commit, warning = repo.head()
+                models.append(cache_model(repo, commit))
+                warnings += [warning] if warning else []
+        return ModelScan(sorted(models, key=lambda m: _label(m).lower()), warnings)
 
 
 def _short(model: LocalModel) -> str:
