@@ -10,6 +10,10 @@ function (run here: acquire the model, encode, plan) that returns what to run:
   mlx-vlm token) and whose items are the events sent to the caller;
 * ``Value`` is a result, sent at once (embeddings, loading a pinned model).
 
+A job that names a model not loaded yet (``ModelNeed``) waits while the loader thread reads
+the weights (its memory reserved first, so a model that cannot fit is refused at once);
+running streams keep stepping meanwhile.
+
 Fairness: each runnable (a batch or a step iterator) keeps the seconds it has used; the one
 that has used least runs next, so a long transcription's 1 s windows and a chat's 20 ms
 decode steps share the thread evenly instead of the chat waiting for the whole file. New
@@ -27,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from mlxk.backends.pool import Loaded, ModelPool
+from mlxk.backends.memory import MemoryEstimate
+from mlxk.backends.pool import Loaded, ModelKey, ModelPool
 from mlxk.errors import GenerationError, MlxkError
 from mlxk.types import Sampling
 
@@ -108,10 +113,62 @@ Work = TextWork | StepWork | Value
 Start = Callable[[], Work]
 
 
+@dataclass(frozen=True)
+class ModelNeed:
+    """The model a job needs: when it is not loaded yet, the engine reserves its memory, loads
+    it on the loader thread and runs the job once it is there; running streams keep going."""
+
+    key: ModelKey
+    name: str
+    estimate: Callable[[], MemoryEstimate]
+    load: Callable[[], Any]
+
+
 @dataclass
 class _Job:
     start: Start
     sink: Sink
+    need: ModelNeed | None = None
+
+
+@dataclass
+class _LoadDone:
+    need: ModelNeed
+    result: Any  # the runner, or the MlxkError that stopped the load
+
+
+class _Loader:
+    """One long-lived thread for model loads (long-lived: see ``_wait_gone``)."""
+
+    def __init__(self) -> None:
+        self._todo: queue.Queue[tuple[ModelNeed, Callable[[_LoadDone], None]] | None] = (
+            queue.Queue()
+        )
+        self._thread = threading.Thread(target=self._run, name="mlxk-loader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def load(self, need: ModelNeed, done: Callable[[_LoadDone], None]) -> None:
+        self._todo.put((need, done))
+
+    def stop(self, timeout: float) -> None:
+        self._todo.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+            _wait_gone(self._thread.native_id)
+
+    def _run(self) -> None:
+        while (item := self._todo.get()) is not None:
+            need, done = item
+            try:
+                result: Any = need.load()
+            except MlxkError as exc:
+                result = exc
+            except Exception as exc:  # a library error while loading: that request fails
+                log.exception("loading %s failed", need.name)
+                result = GenerationError(f"cannot load {need.name}: {type(exc).__name__}: {exc}")
+            done(_LoadDone(need, result))
 
 
 @dataclass
@@ -195,7 +252,9 @@ class Engine:
         self.pool = pool
         self.max_batch = max_batch
         self.stats = EngineStats()
-        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._jobs: queue.Queue[_Job | _LoadDone | None] = queue.Queue()
+        self._waiting: dict[ModelKey, list[_Job]] = {}  # jobs whose model is loading
+        self._loader = _Loader()
         self._batches: dict[Any, _Batch] = {}
         self._steppers: list[_Stepper] = []
         self._thread: threading.Thread | None = None
@@ -205,6 +264,7 @@ class Engine:
     # -- any thread ----------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._loader.start()
         self._thread = threading.Thread(target=self._run, name="mlxk-engine", daemon=True)
         self._thread.start()
 
@@ -215,6 +275,7 @@ class Engine:
         if self._thread is not None:
             self._thread.join(timeout)
             _wait_gone(self._thread.native_id)
+        self._loader.stop(timeout)
 
     @property
     def running(self) -> bool:
@@ -224,12 +285,13 @@ class Engine:
     def active_sequences(self) -> int:
         return sum(len(b.seqs) for b in self._batches.values()) + len(self._steppers)
 
-    def submit(self, start: Start, sink: Sink) -> None:
-        """Run ``start`` on the engine thread, then what it returns, into ``sink``."""
+    def submit(self, start: Start, sink: Sink, need: ModelNeed | None = None) -> None:
+        """Run ``start`` on the engine thread (after loading ``need``), then what it returns,
+        into ``sink``."""
         if self._stopping.is_set():
             sink.put(GenerationError("the engine is shutting down"))
             return
-        self._jobs.put(_Job(start, sink))
+        self._jobs.put(_Job(start, sink, need))
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the engine thread and wait for its result (from another thread)."""
@@ -273,7 +335,10 @@ class Engine:
         while True:
             if job is None:
                 return False
-            self._begin(job)
+            if isinstance(job, _LoadDone):
+                self._loaded(job)
+            else:
+                self._begin(job)
             try:
                 job = self._jobs.get_nowait()
             except queue.Empty:
@@ -294,6 +359,9 @@ class Engine:
             self.stats.cancelled += 1
             job.sink.put(GenerationError("request cancelled"))
             return
+        if job.need is not None and not self.pool.has(job.need.key):
+            self._wait_for_load(job, job.need)
+            return
         try:
             work = job.start()
             self._install(work, job.sink)
@@ -302,6 +370,29 @@ class Engine:
         except Exception as exc:  # a bug or a library error: one request fails, the engine lives
             log.exception("engine job failed")
             self._fail(job.sink, GenerationError(f"generation failed: {type(exc).__name__}"))
+
+    def _wait_for_load(self, job: _Job, need: ModelNeed) -> None:
+        if need.key in self._waiting:  # already loading: wait with the others
+            self._waiting[need.key].append(job)
+            return
+        try:
+            self.pool.reserve(need.key, need.name, need.estimate)  # 507 before any weight
+        except MlxkError as exc:
+            self._fail(job.sink, exc)
+            return
+        self._waiting[need.key] = [job]
+        self._loader.load(need, self._jobs.put)
+
+    def _loaded(self, done: _LoadDone) -> None:
+        jobs = self._waiting.pop(done.need.key, [])
+        if isinstance(done.result, MlxkError):
+            self.pool.unreserve(done.need.key)
+            for job in jobs:
+                self._fail(job.sink, done.result)
+            return
+        self.pool.install(done.need.key, done.need.name, done.result)
+        for job in jobs:
+            self._begin(job)
 
     def _install(self, work: Work, sink: Sink) -> None:
         if isinstance(work, Value):
@@ -384,13 +475,16 @@ class Engine:
         for item in self._steppers:
             self._abort(item, err)
         self._drop_idle()
+        waiting = [j for jobs in self._waiting.values() for j in jobs]
         while True:
             try:
                 job = self._jobs.get_nowait()
             except queue.Empty:
                 break
-            if job is not None:
-                job.sink.put(err)
+            if isinstance(job, _Job):
+                waiting.append(job)
+        for job in waiting:
+            job.sink.put(err)
         self.pool.unload_all()
 
 

@@ -63,6 +63,7 @@ class ModelPool:
         self.device_gate = device_gate
         self._clock = clock
         self._models: dict[ModelKey, Loaded] = {}
+        self._pending: dict[ModelKey, int] = {}  # reserved for loads in progress
         self._lock = threading.Lock()
 
     # -- reading ---------------------------------------------------------------------------
@@ -119,6 +120,27 @@ class ModelPool:
         entry.last_used = self._clock()
         return entry
 
+    def has(self, key: ModelKey) -> bool:
+        return key in self._models
+
+    def reserve(self, key: ModelKey, name: str, estimate: Callable[[], MemoryEstimate]) -> int:
+        """Make room for a model that will be loaded elsewhere (off the engine thread); its
+        bytes count as taken until ``install`` or ``unreserve``. Raises like ``acquire``."""
+        est = estimate()
+        self._make_room(name, est, extra=sum(self._pending.values()))
+        self._pending[key] = est.needed_bytes
+        return est.needed_bytes
+
+    def install(self, key: ModelKey, name: str, runner: Any) -> None:
+        needed = self._pending.pop(key)
+        entry = Loaded(key, name, runner, needed)
+        with self._lock:
+            self._models[key] = entry
+        log.info("loaded %s (%s, %.2f GB reserved)", name, key.backend.value, needed / GB)
+
+    def unreserve(self, key: ModelKey) -> None:
+        self._pending.pop(key, None)
+
     def release(self, entry: Loaded) -> None:
         entry.users = max(0, entry.users - 1)
         entry.last_used = self._clock()
@@ -141,7 +163,7 @@ class ModelPool:
         for m in list(self._models.values()):
             self._unload(m)
 
-    def _make_room(self, name: str, est: MemoryEstimate) -> None:
+    def _make_room(self, name: str, est: MemoryEstimate, extra: int = 0) -> None:
         if self.max_models is not None:
             idle = sorted(
                 (m for m in self._models.values() if not m.pinned and m.users == 0),
@@ -152,13 +174,13 @@ class ModelPool:
         if self.device_gate:
             gate(est, name)
         kept = [m for m in self._models.values() if m.pinned or m.users > 0]
-        available = self.budget - sum(m.needed_bytes for m in kept)
+        available = self.budget - sum(m.needed_bytes for m in kept) - extra
         if est.needed_bytes > available:
             raise _refusal(name, est, available, self.budget, kept)
         evictable = sorted(
             (m for m in self._models.values() if m not in kept), key=lambda m: m.last_used
         )
-        used = sum(m.needed_bytes for m in self._models.values())
+        used = sum(m.needed_bytes for m in self._models.values()) + extra
         for m in evictable:
             if used + est.needed_bytes <= self.budget:
                 break

@@ -82,7 +82,54 @@ LOADERS: dict[Backend, Callable[[Path, LoadContext], Any]] = {
 
 def loader_for(backend: Backend, path: Path, ctx: LoadContext) -> Callable[[], Any]:
     load = LOADERS[backend]
-    return lambda: load(path, ctx)
+
+    def load_settled() -> Any:
+        runner = load(path, ctx)
+        _settle(runner)
+        return runner
+
+    return load_settled
+
+
+def _settle(runner: Any) -> None:
+    """Evaluate every array the runner holds, where it was loaded: MLX streams belong to
+    threads, and a lazy array (a dtype cast, a sanitised weight, a cached table) computed
+    later on the engine thread would name the loader thread's stream ("There is no
+    Stream(cpu, 1) in current thread")."""
+    import mlx.core as mx
+
+    arrays: list[Any] = []
+    _collect(runner, mx.array, arrays, set(), 0)
+    mx.eval(arrays)
+    mx.synchronize()
+
+
+_MAX_DEPTH = 12  # model → layers → block → attention → … is far shallower
+
+
+def _collect(obj: Any, kind: type, out: list[Any], seen: set[int], depth: int) -> None:
+    """The arrays reachable from ``obj`` through containers and object attributes (private
+    ones too: models keep rope tables and masks there, outside ``parameters()``)."""
+    if isinstance(obj, kind):
+        out.append(obj)
+        return
+    if depth > _MAX_DEPTH or id(obj) in seen or isinstance(obj, (str, bytes, int, float)):
+        return
+    seen.add(id(obj))
+    children: list[Any] = []
+    if isinstance(obj, dict):
+        children += obj.values()
+    elif isinstance(obj, (list, tuple, set)):
+        children += obj
+    attrs = getattr(obj, "__dict__", None)
+    if isinstance(attrs, dict) and type(obj).__module__.split(".")[0] in _ENGINE_PACKAGES:
+        children += attrs.values()
+    for child in children:
+        _collect(child, kind, out, seen, depth + 1)
+
+
+# whose objects we walk into: the engines' models and processors and our runners
+_ENGINE_PACKAGES = frozenset({"mlxk", "mlx", "mlx_lm", "mlx_vlm", "mlx_audio", "transformers"})
 
 
 def memory_modality(backend: Backend, capabilities: Sequence[str]) -> str:
@@ -92,8 +139,6 @@ def memory_modality(backend: Backend, capabilities: Sequence[str]) -> str:
         return "audio"
     if backend is Backend.MLX_VLM:
         return (
-            "vision"
-            if "vision" in capabilities
-            else ("audio" if "audio" in capabilities else "text")
+            "vision" if "vision" in capabilities else "audio" if "audio" in capabilities else "text"
         )
     return "text"

@@ -18,7 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from mlxk.backends.engine import Engine, QueueSink, Sink, StepWork, TextWork, Value, Work
+from mlxk.backends.engine import (
+    Engine,
+    ModelNeed,
+    QueueSink,
+    Sink,
+    StepWork,
+    TextWork,
+    Value,
+    Work,
+)
 from mlxk.backends.pool import Loaded, ModelKey, ModelPool
 from mlxk.backends.registry import LoadContext, loader_for, memory_modality
 from mlxk.backends.sampling import VISION_MAX_TOKENS, Purpose, SamplingRequest, resolve_sampling
@@ -200,14 +209,21 @@ class Runtime:
     def close(self) -> None:
         self.engine.stop()
 
-    def acquire(self, prep: PreparedRun, *, pin: bool = False) -> Loaded:
-        """On the engine thread: the loaded model with one more user (loads when needed)."""
+    def need(self, prep: PreparedRun) -> ModelNeed:
         ctx = LoadContext(self.platform, self.settings.max_image_bytes)
-        key = prep.key
-        return self.pool.acquire(
-            key, prep.name, lambda: memory_estimate(self.settings, prep, self.platform.device),
-            loader_for(prep.backend, key.path, ctx), pin=pin,
+        return ModelNeed(
+            prep.key, prep.name, lambda: memory_estimate(self.settings, prep, self.platform.device),
+            loader_for(prep.backend, prep.key.path, ctx),
         )  # fmt: skip
+
+    def acquire(self, prep: PreparedRun, *, pin: bool = False) -> Loaded:
+        """On the engine thread: the loaded model with one more user (loads here when needed;
+        jobs submitted with ``need`` find it loaded already)."""
+        need = self.need(prep)
+        return self.pool.acquire(need.key, need.name, need.estimate, need.load, pin=pin)
+
+    def submit(self, prep: PreparedRun, start: Callable[[], Work], sink: Sink) -> None:
+        self.engine.submit(start, sink, self.need(prep))
 
     def events(self, submit: Callable[[Sink], None]) -> Iterator[Any]:
         """For a plain thread (the CLI): the events of one submitted run, as they come."""
@@ -330,7 +346,7 @@ def start_chat(rt: Runtime, prep: PreparedRun, opts: RunOptions, sink: Sink) -> 
     }
     if prep.backend not in plans:
         raise CapabilityMismatchError(f"model '{prep.name}' is not a generative model")
-    rt.engine.submit(_holding(rt, prep, plans[prep.backend]()), sink)
+    rt.submit(prep, _holding(rt, prep, plans[prep.backend]()), sink)
 
 
 def load_clip(settings: Settings, source: AudioInput) -> np.ndarray:
@@ -386,7 +402,7 @@ def start_transcription(
     }
     if prep.backend not in plans:
         raise CapabilityMismatchError(f"model '{prep.name}' does not transcribe audio")
-    rt.engine.submit(_holding(rt, prep, plans[prep.backend]()), sink)
+    rt.submit(prep, _holding(rt, prep, plans[prep.backend]()), sink)
 
 
 def fold_transcript(started: Started, events: Sequence[Any], opts: RunOptions) -> Transcript:
@@ -427,7 +443,7 @@ def run_with_model(rt: Runtime, prep: PreparedRun, work: Callable[[Any], Any], s
         finally:
             rt.pool.release(entry)
 
-    rt.engine.submit(start, sink)
+    rt.submit(prep, start, sink)
 
 
 def pin(rt: Runtime, prep: PreparedRun) -> None:
