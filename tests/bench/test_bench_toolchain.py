@@ -11,9 +11,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from tests.conftest import REPO
+
+if TYPE_CHECKING:
+    from mlxk.bench.mixed import Run
 
 SCHEMA = REPO / "benchmarks" / "schema" / "bench-record.v1.json"
 ALLOC_MB = 50
@@ -169,3 +173,87 @@ def test_bench_text_with_a_random_llama_reports_the_bandwidth_bound(tmp_path: Pa
     roof = subject["extra"]["roofline"]
     assert roof["bytes_per_token"] == subject["memory"]["param_bytes"] > 0
     assert 0 < roof["pct_of_bound"] < 100
+
+
+# --- server-mixed: the pure parts (no server, no timing thresholds) ---------------------------
+
+
+def _mixed_run(tmp_path: Path) -> Run:
+    from mlxk.bench.mixed import MixedOptions, Run
+    from mlxk.bench.server import Server
+
+    server = Server("mlxk serve", "smollm2", 0, proc=None, log=None, start_s=1.5)  # type: ignore[arg-type]
+    opts = MixedOptions(model="smollm2", clients=(2,), max_tokens=4)
+    return Run(server, opts, tmp_path / "speech-60s.wav", 62.0, {"name": "smollm2"},
+               {"name": "whisper-tiny.en"})  # fmt: skip
+
+
+def test_gap_statistics_from_timestamps() -> None:
+    from mlxk.bench.mixed import gap_stats, gaps
+
+    assert gaps([]) == [] and gaps([5.0]) == []
+    assert gaps([0.0, 0.1, 0.3, 1.3]) == pytest.approx([0.1, 0.2, 1.0])
+    stats = gap_stats(gaps([0.0, 0.1, 0.3, 1.3]))
+    assert stats["n"] == 3 and stats["median"] == pytest.approx(0.2)
+    assert stats["max"] == pytest.approx(1.0) and stats["min"] == pytest.approx(0.1)
+    assert 0.2 < stats["p95"] <= 1.0
+    assert gap_stats([])["n"] == 0 and gap_stats([])["p95"] is None
+
+
+def test_transcript_spread_and_first_tokens_before_it_ended() -> None:
+    from mlxk.bench.mixed import Trace, before_done, transcript_figures
+
+    tr = Trace(start=10.0, deltas=(12.0, 12.0, 16.0, 18.0), done=20.0)
+    figs = transcript_figures(tr, audio_s=40.0)
+    assert figs["first_delta_s"] == 2.0 and figs["total_s"] == 10.0
+    assert figs["first_delta_over_total"] == 0.2 and figs["delta_span_over_total"] == 0.6
+    assert figs["deltas"] == 4 and figs["rtf"] == 0.25 and figs["delta_times_s"][-1] == 8.0
+    silent = transcript_figures(Trace(start=0.0, deltas=(), done=1.0), audio_s=1.0)
+    assert silent["first_delta_s"] is None and silent["delta_span_over_total"] is None
+    early, late = Trace(11.0, (13.0, 13.5), 14.0), Trace(11.0, (21.0,), 22.0)
+    assert before_done([early, late, Trace(11.0, (), 12.0)], tr) == 1
+
+
+def test_speech_clip_joins_the_clips_in_turn_until_long_enough(tmp_path: Path) -> None:
+    import wave
+
+    from mlxk.bench.mixed import speech_clip
+
+    clips = []
+    for name, value, seconds in (("a.wav", 1, 1.0), ("b.wav", 2, 2.0)):
+        path = tmp_path / name
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+            w.writeframes(value.to_bytes(2, "little") * int(16000 * seconds))
+        clips.append(path)
+    out = tmp_path / "joined.wav"
+    audio_s = speech_clip(clips, 5.0, out)
+    assert 5.0 <= audio_s < 8.0  # a, b, a, b with short pauses: the first length ≥ 5 s
+    with wave.open(str(out), "rb") as w:
+        assert w.getframerate() == 16000 and w.getnframes() == round(audio_s * 16000)
+
+
+def test_mixed_record_is_valid_and_renders_as_a_markdown_row(tmp_path: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from mlxk.bench.mixed import PHASE_MIXED, Trace, chat_record
+    from mlxk.bench.records import RunContext
+    from mlxk.bench.report import markdown
+
+    tr = Trace(start=0.0, deltas=(2.0, 6.0, 9.0), done=10.0, text="a man said")
+    chats = [Trace(1.0, (1.5, 1.6, 1.8, 4.0), 4.1, tokens=4),
+             Trace(1.0, (11.0, 11.1), 11.2, tokens=2)]  # fmt: skip
+    ctx = RunContext(machine={"cpu": "test", "cores": 2, "ram_bytes": 1, "os": "x", "gpu": None})
+    rec = chat_record(ctx, _mixed_run(tmp_path), PHASE_MIXED, chats, 10.2, tr)
+    jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text())).validate(rec)
+    assert rec["scenario"] == "server-mixed" and rec["workload"]["clients"] == 2
+    assert rec["stats"]["gap_s"]["n"] == 4 and rec["stats"]["gap_s"]["max"] == pytest.approx(2.2)
+    assert rec["extra"]["first_token_before_transcript_done"] == 1
+    text = markdown([rec], "server-mixed (cpu)")
+    header = next(line for line in text.splitlines() if line.startswith("| model"))
+    row = next(line for line in text.splitlines() if line.startswith("| smollm2"))
+    assert "gap p95 ms" in header and "1st token before transcript done" in header
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == PHASE_MIXED and cells[2] == "2" and cells[5] == "2200"  # gap max, ms
+    assert "1/2" in cells and "0.20" in cells and "0.70" in cells  # first/total, span/total

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,9 +125,11 @@ def stop(server: Server) -> None:
     server.log.close()
 
 
-def start_mlxk(spec: str) -> Server:
+def start_mlxk(spec: str, *more: str) -> Server:
+    """``mlxk serve`` with ``spec`` (what requests name) and ``more`` models pinned."""
     port = free_port()
-    cmd = [sys.executable, "-m", "mlxk", "serve", "--model", spec, "--port", str(port),
+    pins = [arg for m in (spec, *more) for arg in ("--model", m)]
+    cmd = [sys.executable, "-m", "mlxk", "serve", *pins, "--port", str(port),
            "--log-level", "warning"]  # fmt: skip
     return _spawn("mlxk serve", cmd, spec, port, "/health")
 
@@ -140,7 +143,7 @@ def start_mlx_lm(path: Path) -> Server:
 # --- one streamed request -------------------------------------------------------------------
 
 
-def _body(model: str, max_tokens: int) -> bytes:
+def chat_body(model: str, max_tokens: int) -> bytes:
     return json.dumps({
         "model": model, "messages": [{"role": "user", "content": PROMPT}],
         "max_tokens": max_tokens, "temperature": 0.0, "top_p": 1.0,
@@ -148,25 +151,38 @@ def _body(model: str, max_tokens: int) -> bytes:
     }).encode()  # fmt: skip
 
 
-def stream_once(port: int, model: str, max_tokens: int) -> Stream:
+def post_stream(
+    port: int, path: str, body: bytes, content_type: str = "application/json"
+) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    """POST and check the status; the caller reads the event stream, then closes ``conn``."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3600)
-    t0 = time.perf_counter()
-    conn.request("POST", "/v1/chat/completions", _body(model, max_tokens),
-                 {"Content-Type": "application/json"})  # fmt: skip
+    conn.request("POST", path, body, {"Content-Type": content_type})
     resp = conn.getresponse()
     if resp.status != 200:
+        conn.close()
         raise ServerUnavailable(f"HTTP {resp.status}: {resp.read()[:300]!r}")
-    first, tokens, parts, usage = None, 0, [], None
+    return conn, resp
+
+
+def sse_events(resp: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
+    """The JSON payloads of an SSE stream, up to ``[DONE]`` or the end of the response."""
     for raw in resp:  # HTTPResponse undoes chunked encoding; SSE events are lines
         line = raw.decode("utf-8", errors="replace").strip()
         if not line.startswith("data:"):
             continue
         data = line[5:].strip()
         if data == "[DONE]":
-            break
-        event = json.loads(data)
+            return
+        yield json.loads(data)
+
+
+def stream_once(port: int, model: str, max_tokens: int) -> Stream:
+    t0 = time.perf_counter()
+    conn, resp = post_stream(port, "/v1/chat/completions", chat_body(model, max_tokens))
+    first, tokens, parts, usage = None, 0, [], None
+    for event in sse_events(resp):
         usage = (event.get("usage") or {}).get("completion_tokens") or usage
-        piece = _content(event)
+        piece = content(event)
         if piece:
             first = first if first is not None else time.perf_counter() - t0
             tokens += 1  # content chunks: a fallback for a server that reports no usage
@@ -177,7 +193,8 @@ def stream_once(port: int, model: str, max_tokens: int) -> Stream:
     return Stream(first if first is not None else done, done, tokens, "".join(parts))
 
 
-def _content(event: dict[str, Any]) -> str:
+def content(event: dict[str, Any]) -> str:
+    """The text of a chat completion chunk (empty for role/usage-only chunks)."""
     choices = event.get("choices") or []
     if not choices:
         return ""
@@ -247,7 +264,8 @@ def in_process(settings: Settings, spec: str, opts: ServerBenchOptions) -> list[
 # --- records --------------------------------------------------------------------------------
 
 
-def _p(values: list[float], q: float) -> float | None:
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile (inclusive method), rounded; the value itself for one value."""
     if not values:
         return None
     return (
@@ -270,12 +288,12 @@ def _level_record(
         workload={"label": f"{clients} clients", "clients": clients,
                   "requests_per_client": opts.requests_per_client, "max_tokens": opts.max_tokens,
                   "tokens_streamed": tokens, "prompt": PROMPT},
-        phases={"load_s": round(server.start_s, 3), "first_token_s": _p(ttfts, 50),
+        phases={"load_s": round(server.start_s, 3), "first_token_s": percentile(ttfts, 50),
                 "done_s": round(wall, 4)},
         throughput={"aggregate_tok_s": round(tokens / wall, 3) if wall else None,
                     "stream_tok_s": round(statistics.median([s.tok_s for s in streams]), 3)
                     if streams else None},
-        stats={"ttft_s": summarize(ttfts) | {"p95": _p(ttfts, 95)},
+        stats={"ttft_s": summarize(ttfts) | {"p95": percentile(ttfts, 95)},
                "stream_tok_s": summarize([s.tok_s for s in streams])},
     )  # fmt: skip
 
@@ -317,16 +335,10 @@ def _overhead_record(
 def run_server(
     settings: Settings, ctx: RunContext, opts: ServerBenchOptions
 ) -> list[dict[str, Any]]:
-    from mlxk.backends.memory import weight_bytes
-    from mlxk.ops.catalog import build_record
-    from mlxk.store.resolve import Resolver
-
     if not mlxk_serve_available():
         raise ServerUnavailable("bench server: `mlxk serve` is not available in this build")
-    rec = build_record(Resolver(settings).resolve(opts.model).model)
-    path = rec.model.path
-    model = {"name": opts.model, "path": str(path), "quantization": rec.info.quantization,
-             "weight_bytes": weight_bytes(path)}  # fmt: skip
+    model = model_facts(settings, opts.model)
+    path = Path(model["path"])
     local = in_process(settings, opts.model, opts) if opts.in_process else []
     servers = [start_mlxk(opts.model)]
     try:
@@ -340,6 +352,18 @@ def run_server(
     levels = [_level_record(ctx, s, c, opts, model) for c in opts.clients for s in servers]
     _link_anchors(levels)
     return [_overhead_record(ctx, servers[0], local, model, opts), *levels]
+
+
+def model_facts(settings: Settings, spec: str) -> dict[str, Any]:
+    """The record's ``model`` section: name, directory, quantization, weight bytes."""
+    from mlxk.backends.memory import weight_bytes
+    from mlxk.ops.catalog import build_record
+    from mlxk.store.resolve import Resolver
+
+    rec = build_record(Resolver(settings).resolve(spec).model)
+    path = rec.model.path
+    return {"name": spec, "path": str(path), "quantization": rec.info.quantization,
+            "weight_bytes": weight_bytes(path)}  # fmt: skip
 
 
 def _sweep(servers: list[Server], opts: ServerBenchOptions) -> None:

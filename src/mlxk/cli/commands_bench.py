@@ -79,6 +79,15 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clients", default="1,2,4,8", help="concurrency levels (default 1,2,4,8)")
     g.add_argument("--requests-per-client", type=int, default=2)
     g.add_argument("--no-anchor", action="store_true", help="skip mlx_lm.server")
+    g.add_argument(
+        "--scenario",
+        dest="server_scenario",
+        choices=("sweep", "mixed"),
+        default="sweep",
+        help="sweep: overhead + concurrency; mixed: chats beside a streamed transcription",
+    )
+    g.add_argument("--stt-model", default="whisper-tiny.en", help="mixed: the Whisper model")
+    g.add_argument("--audio-seconds", type=float, default=60.0, help="mixed: clip length ≥ this")
     g = p.add_argument_group("startup")
     g.add_argument(
         "--cache-scan-from",
@@ -130,12 +139,25 @@ def _stt(settings: Settings, ctx: Any, args: argparse.Namespace, spec: str) -> l
 def _server(settings: Settings, ctx: Any, args: argparse.Namespace, spec: str) -> list[Any]:
     from mlxk.bench.server import ServerBenchOptions, check_clients, run_server
 
+    if args.server_scenario == "mixed":
+        return _server_mixed(settings, ctx, args, spec)
     opts = ServerBenchOptions(
         model=spec, clients=check_clients(args.clients), max_tokens=args.max_tokens,
         requests_per_client=args.requests_per_client, anchor=not args.no_anchor,
         repeats=max(1, args.repeats // 2),
     )  # fmt: skip
     return run_server(settings, ctx, opts)
+
+
+def _server_mixed(settings: Settings, ctx: Any, args: argparse.Namespace, spec: str) -> list[Any]:
+    from mlxk.bench.mixed import MixedOptions, run_mixed
+    from mlxk.bench.server import check_clients
+
+    opts = MixedOptions(
+        model=spec, stt_model=args.stt_model, clients=check_clients(args.clients),
+        max_tokens=args.max_tokens, audio_seconds=args.audio_seconds, clips=_clips(args),
+    )  # fmt: skip
+    return run_mixed(settings, ctx, opts)
 
 
 def _memory(settings: Settings, ctx: Any, args: argparse.Namespace, spec: str) -> list[Any]:
