@@ -1,8 +1,14 @@
-"""Whisper speech-to-text through mlx-audio's Whisper model and its ``generate`` loop.
+"""Whisper speech-to-text through mlx-audio's Whisper model, one 30 s window at a time.
 
-mlx-audio does the decoding (30 s windows, timestamp rules, temperature fallback, word
-alignment); mlxk builds the model itself so it can pick the dtype and specialise a few
-modules for MLX's CPU backend, where mlx-audio's defaults are an order of magnitude slower
+mlxk runs openai-whisper's seek loop itself (``WhisperRunner.windows``: timestamp-token
+segment splitting, temperature fallback, the no-speech skip, the previous text as the next
+window's prompt) so that a caller such as the engine's scheduler can decode one window per
+step and send each window's segments as it finishes; mlx-audio supplies the per-window
+pieces (``decode``, ``detect_language``, the word alignment in its ``timing`` module).
+The windows give the same result as mlx-audio's whole-clip ``generate``.
+
+mlxk builds the model itself so it can pick the dtype and specialise a few modules for
+MLX's CPU backend, where mlx-audio's defaults are an order of magnitude slower
 (benchmarks/stt_cpu.py measures it):
 
 * float32 weights and activations (MLX's CPU fp16 matmul does not use BLAS and is ~50x
@@ -27,7 +33,8 @@ import json
 import math
 import threading
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -114,10 +121,12 @@ def _mlx() -> SimpleNamespace:
     import mlx.core as mx
     import mlx.nn as nn
     from mlx_audio.stt.models.whisper import audio as maudio
+    from mlx_audio.stt.models.whisper import decoding as mdec
+    from mlx_audio.stt.models.whisper import timing as mtiming
     from mlx_audio.stt.models.whisper import tokenizer as mtok
     from mlx_audio.stt.models.whisper import whisper as mw
 
-    ns = SimpleNamespace(mx=mx, nn=nn, mw=mw, audio=maudio, tok=mtok)
+    ns = SimpleNamespace(mx=mx, nn=nn, mw=mw, audio=maudio, tok=mtok, decoding=mdec, timing=mtiming)
     ns.Tokenizer = _tokenizer_class(mw.HFTokenizerWrapper)
     ns.Whisper = _model_class(mw.Model, ns.Tokenizer)
     ns.Attention = _attention_class(mw.MultiHeadAttention, mx)
@@ -371,6 +380,43 @@ def load_whisper(path: Path, platform: PlatformInfo) -> WhisperRunner:
 
 # --------------------------------------------------------------------------- transcription
 
+# openai-whisper's decoding thresholds (mlx-audio's ``generate`` defaults, which mlxk used)
+_COMPRESSION_RATIO_MAX = 2.4  # above: the text loops, retry at the next temperature
+_LOGPROB_MIN = -1.0  # below: the model is unsure, retry at the next temperature
+_NO_SPEECH_MIN = 0.6  # above, with an unsure decode: the window is silence, skip it
+_PROMPT_RESET_TEMPERATURE = 0.5  # text sampled hotter is not trusted as the next prompt
+_FRAME_S = 160 / SAMPLE_RATE  # one mel frame (mlx-audio's HOP_LENGTH): 10 ms
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """One decoded Whisper window (at most 30 s): the segments it finished, how far it got."""
+
+    segments: tuple[Segment, ...]  # ids continue across the windows of one transcription
+    start: float  # seconds: where this window started (the seek before it)
+    end: float  # seconds of audio consumed after it (the new seek)
+    duration: float  # the whole clip's duration in seconds
+    language: str | None
+    # the window's decoded text, unstripped: joined, the windows give the transcript text
+    # (stripped segment texts cannot be re-joined for languages written without spaces)
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A validated transcription request."""
+
+    samples: np.ndarray
+    language: str | None  # None: detect on the first window (multilingual models only)
+    task: Task
+    initial_prompt: str | None
+    word_timestamps: bool
+    temperatures: tuple[float, ...]
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
 
 def _check_audio(audio: np.ndarray) -> np.ndarray:
     arr = np.asarray(audio)
@@ -392,6 +438,64 @@ def _temperatures(temperature: float) -> tuple[float, ...]:
     return tuple(round(min(1.0, temperature + 0.2 * i), 2) for i in range(steps + 1))
 
 
+def _needs_fallback(result: Any) -> bool:
+    if result.no_speech_prob > _NO_SPEECH_MIN and result.avg_logprob < _LOGPROB_MIN:
+        return False  # silence: a hotter decode would only invent words
+    return bool(
+        result.compression_ratio > _COMPRESSION_RATIO_MAX or result.avg_logprob < _LOGPROB_MIN
+    )
+
+
+def _is_silence(result: Any) -> bool:
+    """The no-speech skip; a confident decode (high log-probability) is kept regardless."""
+    return bool(result.no_speech_prob > _NO_SPEECH_MIN and not result.avg_logprob > _LOGPROB_MIN)
+
+
+@dataclass
+class _Cut:
+    """How one window's tokens split into segments, and where the next window starts."""
+
+    spans: list[tuple[float, float, list[int]]]  # (start, end) seconds into the window, tokens
+    seek: int  # mel frames
+    single_ending: bool  # the text ended on one timestamp: no speech after it
+
+
+def _cut(tokens: list[int], timestamp_begin: int, seek: int, size: int, stride: int) -> _Cut:
+    """openai-whisper's rule: a segment ends at each pair of consecutive timestamp tokens.
+
+    The next window starts after the last complete segment (an unfinished one is decoded
+    again with the next window), or at this window's end when the text ended on a single
+    timestamp or had no pairs at all. ``stride``: mel frames per timestamp step."""
+    step_s = stride * _FRAME_S
+    arr = np.asarray(tokens, dtype=np.int64)
+    is_ts = arr >= timestamp_begin
+    single_ending = is_ts[-2:].tolist() == [False, True]
+    cuts = (np.flatnonzero(is_ts[:-1] & is_ts[1:]) + 1).tolist()
+    if not cuts:
+        stamps = arr[is_ts] - timestamp_begin
+        # no pairs: one segment for the whole window, to its last timestamp when it has one
+        end = int(stamps[-1]) * step_s if len(stamps) and stamps[-1] > 0 else size * _FRAME_S
+        return _Cut([(0.0, end, tokens)], seek + size, single_ending)
+    if single_ending:
+        cuts.append(len(tokens))
+    spans, last = [], 0
+    for cut in cuts:
+        piece = tokens[last:cut]
+        spans.append(
+            ((piece[0] - timestamp_begin) * step_s, (piece[-1] - timestamp_begin) * step_s, piece)
+        )
+        last = cut
+    if single_ending:
+        return _Cut(spans, seek + size, True)
+    return _Cut(spans, seek + (tokens[last - 1] - timestamp_begin) * stride, False)
+
+
+def _last_end(raw: list[dict[str, Any]]) -> float | None:
+    """The last word's end, else the last segment's end (mlx-audio's ``_get_end``)."""
+    ends = (w["end"] for s in reversed(raw) for w in reversed(s["words"]))
+    return next(ends, raw[-1]["end"] if raw else None)
+
+
 def _words(raw: list[dict[str, Any]], duration: float) -> tuple[Word, ...]:
     words = []
     for w in raw:
@@ -404,30 +508,162 @@ def _words(raw: list[dict[str, Any]], duration: float) -> tuple[Word, ...]:
     return tuple(words)
 
 
-def _segments(raw: list[dict[str, Any]], duration: float) -> tuple[Segment, ...]:
-    out: list[Segment] = []
-    for seg in raw:
-        text = str(seg.get("text", "")).strip()
-        if not text:  # mlx-audio blanks zero-length and hallucination-skipped segments
-            continue
-        start = min(max(0.0, float(seg["start"])), duration)
-        end = min(max(start, float(seg["end"])), duration)
-        out.append(
-            Segment(
-                id=len(out),
-                start=start,
-                end=end,
-                text=text,
-                words=_words(seg.get("words") or [], duration),
-                avg_logprob=_opt_float(seg.get("avg_logprob")),
-                no_speech_prob=_opt_float(seg.get("no_speech_prob")),
-            )
-        )
-    return tuple(out)
+def _segment(raw: dict[str, Any], seg_id: int, duration: float) -> Segment:
+    start = min(max(0.0, float(raw["start"])), duration)
+    end = min(max(start, float(raw["end"])), duration)
+    return Segment(
+        id=seg_id,
+        start=start,
+        end=end,
+        text=str(raw["text"]).strip(),
+        words=_words(raw.get("words") or [], duration),
+        avg_logprob=_opt_float(raw.get("avg_logprob")),
+        no_speech_prob=_opt_float(raw.get("no_speech_prob")),
+    )
 
 
 def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+class _Decode:
+    """One transcription's decoding state, window by window (openai-whisper's seek loop).
+
+    It lives in the transcription's generator, never on the runner: the scheduler
+    interleaves windows of several requests on one runner, and each must carry its own
+    seek, prompt and language."""
+
+    def __init__(self, model: Any, fp16: bool, req: _Request) -> None:
+        self.model, self.fp16, self.req = model, fp16, req
+        self.mel: Any = None  # the whole clip's log-mel, computed by the first step
+        self.content_frames = 0
+        self.seek = 0  # mel frames consumed
+        self.language = req.language
+        self.tokenizer: Any = None
+        self.tokens: list[int] = []  # the initial prompt, then every window's text tokens
+        self.prompt_from = 0  # the next window's prompt: tokens[prompt_from:]
+        self.last_speech = 0.0  # seconds: the last aligned word's end (word timestamps)
+        self.next_id = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.mel is not None and self.seek >= self.content_frames
+
+    def _start(self) -> None:
+        """The mel of the whole clip, not per window: its clamp uses the clip's global max."""
+        a = _mlx().audio
+        self.mel = a.log_mel_spectrogram(
+            self.req.samples, n_mels=self.model.dims.n_mels, padding=a.N_SAMPLES
+        )
+        self.content_frames = self.mel.shape[-2] - a.N_FRAMES
+        if self.language is None and self.content_frames > 0:
+            # on the first window exactly as it will be decoded: the encoder memo hits
+            _, probs = self.model.detect_language(self._window_mel(0, self._size(0)))
+            self.language = str(max(probs, key=probs.get))
+        self.tokenizer = self.model.get_tokenizer(language=self.language, task=self.req.task)
+        if self.req.initial_prompt:  # never a default prompt: it biases the text
+            self.tokens = list(self.tokenizer.encode(" " + self.req.initial_prompt.strip()))
+
+    def _size(self, seek: int) -> int:
+        return min(_mlx().audio.N_FRAMES, self.content_frames - seek)
+
+    def _window_mel(self, seek: int, size: int) -> Any:
+        a = _mlx().audio
+        window = a.pad_or_trim(self.mel[seek : seek + size], a.N_FRAMES, axis=-2)
+        return window.astype(self.model.dtype)
+
+    def step(self) -> WindowResult | None:
+        """Decode the window at the seek; None when the clip is done."""
+        if self.mel is None:
+            self._start()
+        if self.finished:
+            return None
+        seek, size = self.seek, self._size(self.seek)
+        mel = self._window_mel(seek, size)
+        result = self._decode(mel)
+        if _is_silence(result):
+            self.seek = seek + size
+            return self._result(seek, [])
+        stride = _mlx().audio.N_FRAMES // self.model.dims.n_audio_ctx  # 2 frames per step
+        cut = _cut(list(result.tokens), self.tokenizer.timestamp_begin, seek, size, stride)
+        raw = [self._raw(seek, s, e, toks, result) for s, e, toks in cut.spans]
+        self.seek = cut.seek
+        if self.req.word_timestamps:
+            self._align(raw, mel, seek, size, cut.single_ending)
+        for seg in raw:  # an instantaneous or textless segment carries nothing
+            if seg["start"] == seg["end"] or not seg["text"].strip():
+                seg.update(text="", tokens=[], words=[])
+        if self.seek <= seek:  # a window must move on, or it would be decoded forever
+            self.seek = seek + size
+        self.tokens.extend(t for seg in raw for t in seg["tokens"])
+        if result.temperature > _PROMPT_RESET_TEMPERATURE:
+            self.prompt_from = len(self.tokens)
+        return self._result(seek, raw)
+
+    def _decode(self, mel: Any) -> Any:
+        """Decode at each temperature of the ladder until the text is neither looping nor
+        improbable (or is silence)."""
+        options = _mlx().decoding.DecodingOptions(
+            task=self.req.task,
+            language=self.language,
+            prompt=self.tokens[self.prompt_from :],
+            fp16=self.fp16,
+        )
+        result = None
+        for t in self.req.temperatures:
+            result = self.model.decode(mel, replace(options, temperature=t))
+            if not _needs_fallback(result):
+                break
+        return result
+
+    def _raw(self, seek: int, start: float, end: float, tokens: list[int], result: Any) -> dict:
+        """A segment in mlx-audio's dict form, which its word alignment reads and fills."""
+        offset = seek * _FRAME_S
+        text_tokens = [t for t in tokens if t < self.tokenizer.eot]
+        return {
+            "seek": seek,
+            "start": offset + start,
+            "end": offset + end,
+            "text": self.tokenizer.decode(text_tokens),
+            "tokens": tokens,
+            "words": [],
+            "avg_logprob": result.avg_logprob,
+            "no_speech_prob": result.no_speech_prob,
+        }
+
+    def _align(self, raw: list[dict], mel: Any, seek: int, size: int, single: bool) -> None:
+        """Word timestamps (cross-attention + DTW); the next window starts after the last
+        aligned word rather than at the last timestamp token when the text ran on."""
+        _mlx().timing.add_word_timestamps(
+            segments=raw,
+            model=self.model,
+            tokenizer=self.tokenizer,
+            mel=mel,
+            num_frames=size,
+            last_speech_timestamp=self.last_speech,
+        )
+        last = _last_end(raw)
+        if not single and last is not None and last > seek * _FRAME_S:
+            self.seek = round(last / _FRAME_S)
+        if last is not None:
+            self.last_speech = last
+
+    def _result(self, seek: int, raw: list[dict[str, Any]]) -> WindowResult:
+        duration = self.req.duration
+        segments = []
+        for seg in raw:
+            if seg["text"].strip():  # blanked above: not a segment of the transcript
+                segments.append(_segment(seg, self.next_id, duration))
+                self.next_id += 1
+        text = self.tokenizer.decode([t for seg in raw for t in seg["tokens"]])
+        return WindowResult(
+            segments=tuple(segments),
+            start=min(seek * _FRAME_S, duration),
+            end=min(min(self.seek, self.content_frames) * _FRAME_S, duration),
+            duration=duration,
+            language=self.language,
+            text=text,
+        )
 
 
 @dataclass
@@ -438,6 +674,8 @@ class WhisperRunner:
     is_multilingual: bool
     supports_translate: bool
     fp16: bool  # mlx-audio's DecodingOptions.fp16: must match the model dtype
+    # held while one window is decoded (never across a yield): the model's encoder memo
+    # and MLX's streams are shared, so windows run one at a time per runner
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _language(self, language: str | None) -> str | None:
@@ -452,15 +690,79 @@ class WhisperRunner:
             raise ValidationError(f"{self.path.name} is English-only; cannot take {language!r}")
         return str(code)
 
-    def _detect_language(self, samples: np.ndarray) -> str:
-        """Detect on the first window exactly as the decode loop will feed it (memo hit)."""
-        ns = _mlx()
-        a = ns.audio
-        mel = a.log_mel_spectrogram(samples, n_mels=self.model.dims.n_mels, padding=a.N_SAMPLES)
-        frames = min(a.N_FRAMES, mel.shape[-2] - a.N_FRAMES)
-        segment = a.pad_or_trim(mel[:frames], a.N_FRAMES, axis=-2).astype(self.model.dtype)
-        _, probs = self.model.detect_language(segment)
-        return str(max(probs, key=probs.get))
+    def _request(
+        self,
+        audio: np.ndarray,
+        language: str | None,
+        task: Task,
+        initial_prompt: str | None,
+        word_timestamps: bool,
+        temperature: float,
+    ) -> _Request:
+        """Every check a request can fail, before any decoding."""
+        samples = _check_audio(audio)
+        if task not in ("transcribe", "translate"):
+            raise ValidationError(f"task must be 'transcribe' or 'translate', got {task!r}")
+        if task == "translate" and not self.supports_translate:
+            raise ValidationError(f"{self.path.name} cannot translate (English-only or turbo)")
+        return _Request(
+            samples=samples,
+            language=self._language(language),
+            task=task,
+            initial_prompt=initial_prompt or None,
+            word_timestamps=bool(word_timestamps),
+            temperatures=_temperatures(temperature),
+        )
+
+    def windows(
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None = None,
+        task: Task = "transcribe",
+        initial_prompt: str | None = None,
+        word_timestamps: bool = False,
+        temperature: float = 0.0,
+    ) -> Iterator[WindowResult]:
+        """Transcribe window by window: each ``next()`` decodes exactly one window (encoder,
+        decode with temperature fallbacks, word alignment) and returns its segments.
+
+        The request is validated now, so a bad one fails at this call; nothing is decoded
+        before the first ``next()``. Closing the iterator early leaves the runner usable."""
+        req = self._request(audio, language, task, initial_prompt, word_timestamps, temperature)
+        if req.samples.size == 0:
+            return iter(())
+        return self._windows(req)
+
+    def _windows(self, req: _Request) -> Iterator[WindowResult]:
+        state = _Decode(self.model, self.fp16, req)
+        try:
+            while not state.finished:
+                with self._lock:
+                    window = self._step(state)
+                if window is None:
+                    return
+                yield window
+        finally:
+            state.mel = None  # the clip's mel is the big per-request buffer: drop it early
+            # return MLX's buffer cache after a transcription (as mlx-audio's generate does);
+            # never wait for the lock here: a close() from the GC may run inside a step
+            if self._lock.acquire(blocking=False):
+                try:
+                    _mlx().mx.clear_cache()
+                finally:
+                    self._lock.release()
+
+    def _step(self, state: _Decode) -> WindowResult | None:
+        try:
+            # the memo may hold another request's window (interleaved): features are
+            # reused within one window step only
+            self.model.encoder.forget()
+            return state.step()
+        except MlxkError:
+            raise
+        except Exception as e:  # mlx / mlx-audio failures surface as one error type
+            raise GenerationError(f"Whisper transcription failed: {e}") from e
 
     def transcribe(
         self,
@@ -473,50 +775,21 @@ class WhisperRunner:
         temperature: float = 0.0,
     ) -> Transcript:
         """Transcribe (or translate to English) float32 mono 16 kHz samples of any length."""
-        samples = _check_audio(audio)
-        if task not in ("transcribe", "translate"):
-            raise ValidationError(f"task must be 'transcribe' or 'translate', got {task!r}")
-        if task == "translate" and not self.supports_translate:
-            raise ValidationError(f"{self.path.name} cannot translate (English-only or turbo)")
-        code = self._language(language)
-        temps = _temperatures(temperature)
-        duration = len(samples) / SAMPLE_RATE
-        if samples.size == 0:
-            return Transcript(text="", language=code, duration=0.0, task=task)
-        with self._lock:
-            self.model.encoder.forget()  # features are per request; do not pin memory
-            out = self._generate(samples, code, task, initial_prompt, word_timestamps, temps)
-        return Transcript(
-            text=str(out.text).strip(),
-            language=str(out.language) if out.language else code,
-            duration=duration,
-            segments=_segments(list(out.segments or []), duration),
-            task=task,
-        )
-
-    def _generate(
-        self,
-        samples: np.ndarray,
-        language: str | None,
-        task: Task,
-        initial_prompt: str | None,
-        word_timestamps: bool,
-        temperatures: tuple[float, ...],
-    ) -> Any:
-        try:
-            if language is None:
-                language = self._detect_language(samples)
-            return self.model.generate(
-                samples,
+        windows = list(
+            self.windows(
+                audio,
                 language=language,
                 task=task,
-                initial_prompt=initial_prompt or None,  # never a default prompt: it biases
+                initial_prompt=initial_prompt,
                 word_timestamps=word_timestamps,
-                temperature=temperatures,
-                fp16=self.fp16,
-                verbose=None,
+                temperature=temperature,
             )
-        except MlxkError:
-            raise
-        except Exception as e:  # mlx / mlx-audio failures surface as one error type
-            raise GenerationError(f"Whisper transcription failed: {e}") from e
+        )
+        code = windows[-1].language if windows else self._language(language)
+        return Transcript(
+            text="".join(w.text for w in windows).strip(),
+            language=code,
+            duration=len(audio) / SAMPLE_RATE,
+            segments=tuple(s for w in windows for s in w.segments),
+            task=task,
+        )
