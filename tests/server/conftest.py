@@ -140,12 +140,7 @@ def free_port() -> int:
 
 
 def serve_command(args: list[str]) -> list[str]:
-    """`mlxk serve …` once main.py registers it; the module's own entry point until then."""
-    from mlxk.cli import main as cli_main
-
-    if "serve" in cli_main.COMMANDS:
-        return [sys.executable, "-m", "mlxk.cli.main", "serve", *args]
-    return [sys.executable, "-m", "mlxk.cli.commands_serve", *args]
+    return [sys.executable, "-m", "mlxk", "serve", *args]
 
 
 @dataclass

@@ -17,7 +17,8 @@ running streams keep stepping meanwhile.
 Fairness: each runnable (a batch or a step iterator) keeps the seconds it has used; the one
 that has used least runs next, so a long transcription's 1 s windows and a chat's 20 ms
 decode steps share the thread evenly instead of the chat waiting for the whole file. New
-runnables start at the current minimum. Cancelled requests leave before the next step.
+runnables start at the current minimum, and a batch holding a request that has not had its
+first token yet goes first. Cancelled requests leave before the next step.
 """
 
 from __future__ import annotations
@@ -206,6 +207,9 @@ class _Batch(_Runnable):
     def idle(self) -> bool:
         return not self.seqs
 
+    def awaits_first_token(self) -> bool:
+        return any(item.seq.count == 0 for item in self.seqs.values())
+
     def step(self, engine: Engine) -> None:
         for token in self.batch.step():
             item = self.seqs.get(token.uid)
@@ -346,7 +350,11 @@ class Engine:
 
     def _next_runnable(self) -> _Runnable | None:
         ready: list[_Runnable] = [*self._batches.values(), *self._steppers]
-        return min(ready, key=lambda r: r.used, default=None)
+        # First tokens first: a batch with a request still waiting for its first token (its
+        # prefill) runs before anything else, so a chat that arrives during a transcription
+        # waits at most for the window being decoded, not for the next one too.
+        waiting = [b for b in self._batches.values() if b.awaits_first_token()]
+        return min(waiting or ready, key=lambda r: r.used, default=None)
 
     def _floor(self) -> float:
         """Where a new runnable starts: level with the others, so it neither waits for

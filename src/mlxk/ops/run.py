@@ -328,7 +328,7 @@ def _as_chunks(per_clip: list[Iterator[Any]]) -> Iterator[GenerationChunk]:
     sep = ""
     for i, windows in enumerate(per_clip):
         for window in windows:
-            text = " ".join(s.text for s in window.segments)
+            text = window.text.strip()
             if text:
                 yield GenerationChunk(sep + text, 0, None, 0)
                 sep = " "
@@ -414,7 +414,7 @@ def fold_transcript(started: Started, events: Sequence[Any], opts: RunOptions) -
         return Transcript("".join(chunks).strip(), None, duration, task=task)
     segments = tuple(s for w in events for s in w.segments)
     language = next((w.language for w in reversed(events) if w.language), opts.language)
-    text = " ".join(s.text.strip() for s in segments).strip()
+    text = "".join(w.text for w in events).strip()  # windows keep their own spacing
     return Transcript(text, language, duration, segments, task)
 
 
