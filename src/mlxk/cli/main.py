@@ -11,7 +11,14 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from mlxk import __version__
-from mlxk.cli import commands_bench, commands_hub, commands_models, commands_run, commands_serve
+from mlxk.cli import (
+    commands_bench,
+    commands_embed,
+    commands_hub,
+    commands_models,
+    commands_run,
+    commands_serve,
+)
 from mlxk.cli.commands import COMMANDS as CORE_COMMANDS
 from mlxk.cli.commands import VERSION, CommandResult
 from mlxk.config import Settings
@@ -24,6 +31,7 @@ COMMANDS = {
     **commands_hub.COMMANDS,
     **commands_serve.COMMANDS,
     **commands_bench.COMMANDS,
+    **commands_embed.COMMANDS,
 }
 
 
