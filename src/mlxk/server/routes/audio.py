@@ -20,11 +20,14 @@ from mlxk.server.errors import bad_param, error_response
 from mlxk.server.generation import CLIENT_GONE, ClientGone, next_event, start_events
 from mlxk.server.media import decode_audio
 from mlxk.server.protocol import (
+    TRANSCRIPTION_FIELDS,
+    TRANSLATION_FIELDS,
     TextDelta,
     TextDone,
     TextSegment,
     TranscriptFormat,
     TranscriptionJson,
+    refuse_unknown_form_fields,
 )
 from mlxk.server.routes import ERRORS
 from mlxk.server.service import AsyncSink, ServerState, prepare_inputs, state_of
@@ -132,6 +135,8 @@ async def _handle(
     granularities: list[str], stream: bool,
 ) -> Response:  # fmt: skip
     state = state_of(request)
+    fields = TRANSLATION_FIELDS if form.translate else TRANSCRIPTION_FIELDS
+    refuse_unknown_form_fields((await request.form()).keys(), fields)  # no silent drops
     if granularities and response_format != "verbose_json":
         raise bad_param(
             "timestamp_granularities[]",
