@@ -134,3 +134,5 @@ class Started:
     duration: float | None = None  # seconds of audio, for transcriptions
     # backend-specific facts, filled in as the run goes (vision: windows, per-call batches)
     detail: object | None = None
+    tools: object | None = None  # backends.text.ToolPlan when the request has tools
+    reasoning: object | None = None  # backends.reasoning.ReasoningPlan for thinking models

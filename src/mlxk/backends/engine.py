@@ -96,6 +96,7 @@ class TextWork:
     max_tokens: int
     stop: tuple[str, ...] = ()
     started: Any = None  # the first event, sent when the work is installed
+    constraint: Any = None  # backends.structured.Constraint: a grammar for the logits
 
 
 @dataclass
@@ -428,7 +429,7 @@ class Engine:
             batch = _Batch(used=self._floor(), entry=work.entry, batch=gen)
             self._batches[key] = batch
         try:
-            uid = batch.batch.insert(work.ids, work.sampling, work.max_tokens)
+            uid = batch.batch.insert(work.ids, work.sampling, work.max_tokens, work.constraint)
         except BaseException:
             self.pool.release(work.entry)
             raise

@@ -74,7 +74,7 @@ def resolve_sampling(req: SamplingRequest, purpose: Purpose, model_dir: Path) ->
 
 def _in_range(name: str, value: float | None, low: float, high: float) -> float | None:
     if value is not None and not low <= value <= high:
-        raise _refused(name, f"{name} must be within [{low:g}, {high:g}], got {value:g}")
+        raise refused(name, f"{name} must be within [{low:g}, {high:g}], got {value:g}")
     return value
 
 
@@ -83,14 +83,14 @@ def token_budget(prompt_tokens: int, context: int, requested: int | None, ceilin
     ``ceiling``); a prompt that fills the context or a request beyond it is refused."""
     room = context - prompt_tokens
     if room <= 0:
-        raise _refused(
+        raise refused(
             "messages",
             f"the prompt is {prompt_tokens} tokens; the model's context length is {context} tokens",
         )
     if requested is not None and requested <= 0:
-        raise _refused("max_tokens", f"max_tokens must be positive, got {requested}")
+        raise refused("max_tokens", f"max_tokens must be positive, got {requested}")
     if requested is not None and requested > room:
-        raise _refused(
+        raise refused(
             "max_tokens",
             f"prompt ({prompt_tokens} tokens) + max_tokens ({requested}) exceeds the model's"
             f" context length of {context} tokens",
@@ -98,7 +98,7 @@ def token_budget(prompt_tokens: int, context: int, requested: int | None, ceilin
     return min(requested or room, room, ceiling)
 
 
-def _refused(param: str, message: str) -> ValidationError:
+def refused(param: str, message: str) -> ValidationError:
     err = ValidationError(message)
     err.param = param  # type: ignore[attr-defined]  # the HTTP edge names the field
     return err

@@ -8,7 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from mlxk.backends.reasoning import ReasoningPlan
 from mlxk.backends.sampling import token_budget
+from mlxk.backends.tools import (
+    Mode,
+    generic_tool_prompt,
+    history_as_text,
+    history_for_template,
+    template_knows_tools,
+)
 from mlxk.errors import GenerationError, ValidationError
 from mlxk.types import GenerationChunk, Sampling
 
@@ -47,6 +55,25 @@ def _text_of(content: Any) -> str:
     if isinstance(content, list):
         return "".join(p.get("text", "") for p in content if isinstance(p, dict))
     return "" if content is None else str(content)
+
+
+def _system_of(chat: list[dict[str, Any]]) -> str | None:
+    if chat and chat[0].get("role") == "system":
+        return str(chat[0].get("content") or "")
+    return None
+
+
+@dataclass(frozen=True)
+class ToolPlan:
+    """Tools of one request: how they reach the prompt, how calls are read back."""
+
+    tools: list[dict[str, Any]]
+    mode: Mode  # "auto", or "forced" (required / a named function: decoded under a grammar)
+    in_template: bool  # the chat template renders tools itself
+    prompt: str | None  # the generic tool prompt for templates that do not
+    start: str | None  # the family's call markers and parser (mlx-lm), for auto mode
+    end: str | None
+    parser: Any
 
 
 class StopStrings:
@@ -102,12 +129,15 @@ class TextRunner:
         """Stop the generation in progress after the step being computed (thread-safe)."""
         self._cancel.set()
 
-    def _templated(self, chat: list[dict[str, Any]]) -> list[int]:
-        """A template that rejects the messages is the caller's error, not a crash."""
+    def _templated(self, chat: list[dict[str, Any]], kw: dict[str, Any] | None = None) -> list[int]:
+        """A template that rejects the messages is the caller's error, not a crash.
+        ``kw`` (tools, enable_thinking) become template variables; templates that do not
+        use them ignore them."""
         from jinja2 import TemplateError
 
+        kw = kw or {}
         try:
-            return list(self.tokenizer.apply_chat_template(chat, add_generation_prompt=True))
+            return list(self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, **kw))
         except (TemplateError, TypeError, ValueError, KeyError) as exc:
             err = ValidationError(f"the model's chat template refused the messages: {exc}")
             err.param = "messages"  # type: ignore[attr-defined]
@@ -120,18 +150,30 @@ class TextRunner:
         prompt: str | None = None,
         use_chat_template: bool = True,
         system: str | None = None,
+        tools: ToolPlan | None = None,
+        thinking: bool | None = None,
     ) -> list[int]:
-        """Prompt token ids: through the chat template when there is one and it is wanted."""
+        """Prompt token ids: through the chat template when there is one and it is wanted;
+        ``tools`` through the template where it knows tools, else a generic tool prompt."""
         if messages is None and prompt is None:
             raise ValidationError("give messages or a prompt")
         if use_chat_template and self.tokenizer.has_chat_template:
             chat = [{**m, "content": _text_of(m.get("content"))} for m in messages or []]
             if messages is None:
                 chat = [{"role": "user", "content": prompt}]
+            knows_tools = template_knows_tools(self.tokenizer)
+            if not knows_tools and any(m.get("tool_calls") or m["role"] == "tool" for m in chat):
+                chat = history_as_text(chat)  # a template without tool roles
+            if tools is not None and not tools.in_template:
+                system = "\n\n".join(x for x in (system, _system_of(chat), tools.prompt) if x)
             if system is not None:  # --system replaces a leading system message
                 chat = chat[1:] if chat and chat[0].get("role") == "system" else chat
                 chat = [{"role": "system", "content": system}, *chat]
-            return self._templated(chat)
+            extra: dict[str, Any] = {} if thinking is None else {"enable_thinking": thinking}
+            if tools is not None and tools.in_template:
+                extra["tools"] = tools.tools
+                chat = history_for_template(chat)
+            return self._templated(chat, extra)
         text = (
             prompt
             if prompt is not None
@@ -140,6 +182,26 @@ class TextRunner:
         if system:
             text = f"{system}\n\n{text}"
         return list(self.tokenizer.encode(text))
+
+    def reasoning_plan(self, ids: list[int]) -> ReasoningPlan | None:
+        """Where this model's thinking markers are, and whether the prompt opened one."""
+        tok = self.tokenizer
+        if not getattr(tok, "has_thinking", False):
+            return None
+        tail = tok.decode(ids[-32:])
+        opened = tail.rfind(tok.think_start) > tail.rfind(tok.think_end)
+        return ReasoningPlan(tok.think_start, tok.think_end, opened)
+
+    def tool_plan(self, tools: list[dict[str, Any]], mode: Mode) -> ToolPlan:
+        """How tools reach this model's prompt and how its calls are read back."""
+        in_template = template_knows_tools(self.tokenizer)
+        start = self.tokenizer.tool_call_start if self.tokenizer.has_tool_calling else None
+        parser = self.tokenizer.tool_parser if start else None
+        if parser is None:
+            start = None
+        end = getattr(self.tokenizer, "tool_call_end", None) if start else None
+        prompt = None if in_template else generic_tool_prompt(tools, mode)
+        return ToolPlan(tools, mode, in_template, prompt, start, end, parser)
 
     def new_batch(self, max_batch: int, stream: Any = None) -> TextBatch:
         """A continuous batch over this model (the engine keeps one per loaded model)."""
@@ -155,6 +217,7 @@ class TextRunner:
         max_tokens: int | None = None,
         sampling: Sampling = GREEDY,
         stop: Sequence[str] = (),
+        constraint: Any = None,
     ) -> Iterator[GenerationChunk]:
         """One request on its own: a batch of one, the same decode path the engine runs.
 
@@ -165,15 +228,16 @@ class TextRunner:
         )
         limit = token_budget(len(ids), self.context_length, max_tokens, self.context_length)
         self._cancel.clear()
-        return self._alone(ids, limit, sampling, stop)
+        return self._alone(ids, limit, sampling, stop, constraint)
 
     def _alone(
-        self, ids: list[int], limit: int, sampling: Sampling, stop: Sequence[str]
-    ) -> Iterator[GenerationChunk]:
+        self, ids: list[int], limit: int, sampling: Sampling, stop: Sequence[str],
+        constraint: Any,
+    ) -> Iterator[GenerationChunk]:  # fmt: skip
         import mlx.core as mx
 
         batch = self.new_batch(1, mx.default_stream(mx.default_device()))
-        batch.insert(ids, sampling, limit)
+        batch.insert(ids, sampling, limit, constraint)
         seq = batch.sequence(stop, len(ids))
         try:
             while not self._cancel.is_set():  # checked before each generated token
@@ -241,7 +305,11 @@ class TextBatch:
             **kw,
         )
 
-    def insert(self, ids: list[int], sampling: Sampling, max_tokens: int) -> int:
+    def insert(
+        self, ids: list[int], sampling: Sampling, max_tokens: int, constraint: Any = None
+    ) -> int:
+        """Add one request; ``constraint`` (backends.structured.Constraint) masks its logits
+        to a grammar (JSON, a schema, a tool call)."""
         from mlx_lm.generate import StopSequences
         from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
@@ -254,6 +322,11 @@ class TextBatch:
             presence_penalty=sampling.presence_penalty,
             frequency_penalty=sampling.frequency_penalty,
         )
+        if constraint is not None:
+            from mlxk.backends.structured import TOKENIZERS, GrammarProcessor
+
+            llg = TOKENIZERS.get(self.runner.tokenizer, self.runner.eos_token_ids)
+            processors.append(GrammarProcessor(constraint, llg))
         uids = self.gen.insert(
             [ids],
             max_tokens=[max_tokens],

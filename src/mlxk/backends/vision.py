@@ -356,9 +356,11 @@ class VisionRunner:
         from mlx_vlm.prompt_utils import apply_chat_template
 
         try:
+            # a transcription never thinks: reasoning would spend the budget, not the audio
+            extra = {} if batch.audio is None else {"enable_thinking": False}
             return str(apply_chat_template(
                 self.processor, self.model.config, chat, num_images=len(batch.images),
-                num_audios=0 if batch.audio is None else 1,
+                num_audios=0 if batch.audio is None else 1, **extra,
             ))  # fmt: skip
         except (TemplateError, ValueError, KeyError, TypeError) as exc:
             raise GenerationError(f"cannot apply the chat template: {exc}") from exc

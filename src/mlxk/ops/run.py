@@ -73,6 +73,10 @@ class RunOptions:
     embeddings: bool = False
     chunk: int = 1
     stop: Sequence[str] = field(default_factory=tuple)
+    tools: Sequence[dict[str, Any]] = ()  # OpenAI's function tools
+    tool_choice: str | dict[str, Any] | None = None  # none | auto | required | {"name": …}
+    response_format: dict[str, Any] | None = None  # {"type": …, "schema": …}
+    thinking: bool | None = None  # False: ask the template not to think (enable_thinking)
 
     def sampling_request(self) -> SamplingRequest:
         return SamplingRequest(
@@ -250,24 +254,69 @@ def _holding(rt: Runtime, prep: PreparedRun, plan: Callable[[Loaded], Work]) -> 
 
 
 def _text_plan(rt: Runtime, prep: PreparedRun, opts: RunOptions) -> Callable[[Loaded], Work]:
+    mode = _tool_mode(opts)
+    constraint = _constraint(opts, mode)  # a bad schema is refused before loading
+
     def plan(entry: Loaded) -> Work:
         runner = entry.runner
+        tools = runner.tool_plan(list(opts.tools), mode) if mode else None
         ids = runner.encode_prompt(
             opts.messages, prompt=opts.prompt if opts.messages is None else None,
-            use_chat_template=opts.use_chat_template, system=opts.system,
+            use_chat_template=opts.use_chat_template, system=opts.system, tools=tools,
+            thinking=opts.thinking,
         )  # fmt: skip
         ceiling = rt.max_tokens or runner.context_length
         limit = _budget(len(ids), runner.context_length, opts.max_tokens, ceiling)
         sampling = resolve_sampling(opts.sampling_request(), "text", prep.record.model.path)
-        started = Started(prep.backend, sampling, opts.prompt, len(ids), limit)
-        return TextWork(entry, ids, sampling, limit, tuple(opts.stop), started)
+        started = Started(
+            prep.backend, sampling, opts.prompt, len(ids), limit, tools=tools,
+            reasoning=runner.reasoning_plan(ids) if opts.use_chat_template else None,
+        )  # fmt: skip
+        return TextWork(entry, ids, sampling, limit, tuple(opts.stop), started, constraint)
 
     return plan
+
+
+def _tool_mode(opts: RunOptions) -> Any:
+    """None (no tools), "auto", or "forced" (required / one named function)."""
+    choice = opts.tool_choice
+    if not opts.tools or choice == "none":
+        return None
+    return "auto" if choice in (None, "auto") else "forced"
+
+
+def _constraint(opts: RunOptions, mode: Any) -> Any:
+    """The grammar the logits are held to: a forced tool call, or the response format."""
+    from mlxk.backends.structured import json_constraint, tool_call_schema
+
+    if mode == "forced":
+        named = opts.tool_choice.get("name") if isinstance(opts.tool_choice, dict) else None
+        return json_constraint(tool_call_schema(list(opts.tools), named), "tool_call")
+    fmt = opts.response_format or {}
+    if fmt.get("type") == "json_object":
+        return json_constraint(None, "json_object")
+    if fmt.get("type") == "json_schema":
+        return json_constraint(fmt.get("schema") or {}, "json_schema")
+    return None
+
+
+def _no_structure(prep: PreparedRun, opts: RunOptions) -> None:
+    """Engines without constrained decoding here refuse tools and formats by name."""
+    from mlxk.backends.sampling import refused
+
+    if opts.tools and opts.tool_choice != "none":
+        raise refused("tools", f"model '{prep.name}' ({prep.backend.value}) cannot call tools")
+    if (opts.response_format or {}).get("type", "text") != "text":
+        raise refused(
+            "response_format",
+            f"response_format is not supported for model '{prep.name}' ({prep.backend.value})",
+        )
 
 
 def _vision_plan(
     rt: Runtime, prep: PreparedRun, opts: RunOptions, clips: list[np.ndarray]
 ) -> Callable[[Loaded], Work]:
+    _no_structure(prep, opts)
     purpose: Purpose = "omni-audio" if clips else "text"
 
     def plan(entry: Loaded) -> Work:
@@ -310,6 +359,7 @@ def _speech_chat_plan(
     rt: Runtime, prep: PreparedRun, opts: RunOptions, clips: list[np.ndarray]
 ) -> Callable[[Loaded], Work]:
     """input_audio sent to a Whisper model: the transcript is the answer, window by window."""
+    _no_structure(prep, opts)
     if not clips:
         raise CapabilityMismatchError(f"model '{prep.name}' is a speech model: send audio")
 

@@ -56,6 +56,7 @@ class ChunkStream:
     sink: AsyncSink | None  # None: everything is in ``first``
     request: Request
     ended: bool = False  # the engine's DONE was already taken from the sink
+    started: Started | None = None  # what the run was given (sampling, tools)
 
     async def chunks(self) -> AsyncIterator[GenerationChunk]:
         if self.first is not None:
@@ -105,10 +106,10 @@ async def start(
     state: ServerState, request: Request, prep: PreparedRun, opts: RunOptions
 ) -> ChunkStream:
     """Start generating (text, vision/omni, Whisper on input_audio) through ops.run."""
-    _started, sink = await start_events(
+    started, sink = await start_events(
         state, request, lambda sink: start_chat(state.runtime, prep, opts, sink)
     )
-    return ChunkStream(None, sink, request)
+    return ChunkStream(None, sink, request, started=started)
 
 
 async def collect(stream: ChunkStream) -> tuple[str, str, int, int]:

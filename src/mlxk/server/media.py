@@ -30,7 +30,7 @@ AUDIO_RATE = 16_000
 
 @dataclass
 class ChatInputs:
-    messages: list[dict[str, str]]  # role + text content
+    messages: list[dict[str, Any]]  # role + text content (+ tool_calls / tool_call_id)
     image_bytes: list[bytes] = field(default_factory=list)
     audio_bytes: list[bytes] = field(default_factory=list)
 
@@ -96,7 +96,12 @@ def split_chat(
                         part.input_audio.data, settings.max_audio_bytes, len(out.audio_bytes)
                     )
                 )
-        out.messages.append({"role": msg.role, "content": "\n".join(texts)})
+        entry: dict[str, Any] = {"role": msg.role, "content": "\n".join(texts)}
+        if msg.tool_calls:
+            entry["tool_calls"] = [c.model_dump() for c in msg.tool_calls]
+        if msg.tool_call_id is not None:
+            entry["tool_call_id"] = msg.tool_call_id
+        out.messages.append(entry)
     if len(out.image_bytes) + len(out.audio_bytes) > options.max_inputs_per_request:
         raise bad_param(
             "messages",

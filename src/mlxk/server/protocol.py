@@ -179,13 +179,59 @@ class AudioPart(_Request):
 ContentPart = Annotated[TextPart | ImagePart | AudioPart, Field(discriminator="type")]
 
 
+class FunctionCall(_Request):
+    name: str = Field(max_length=64)
+    arguments: str = Field(max_length=1_000_000, description="JSON text, as OpenAI sends it")
+
+
+class ToolCall(_Request):
+    id: str = Field(max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Request):
     role: Role
     content: str | list[ContentPart] | None = None
     name: str | None = Field(default=None, max_length=256)
+    tool_calls: list[ToolCall] | None = Field(default=None, max_length=128)  # assistant turns
+    tool_call_id: str | None = Field(default=None, max_length=256)  # tool turns
     refusal: str | None = refused("an earlier refusal cannot be given back to the model")
     audio: dict[str, Any] | None = refused("earlier audio answers cannot be referred to")
     function_call: dict[str, Any] | None = refused("legacy function calling; use tool_calls")
+
+
+class FunctionDef(_Request):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = Field(default=None, max_length=16_384)
+    parameters: dict[str, Any] | None = None  # a JSON schema for the arguments
+    strict: bool | None = None
+
+
+class Tool(_Request):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(_Request):
+    name: str = Field(max_length=64)
+
+
+class NamedToolChoice(_Request):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JsonSchemaFormat(_Request):
+    name: str = Field(default="response", max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Request):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
 
 
 class StreamOptions(_Request):
@@ -238,10 +284,16 @@ class ChatCompletionRequest(_Sampling):
     audio: dict[str, Any] | None = refused("mlxk answers in text only")
     prediction: dict[str, Any] | None = refused("predicted outputs are not implemented")
     web_search_options: dict[str, Any] | None = refused("mlxk does not search the web")
-    reasoning_effort: str | None = refused("reasoning effort is not implemented")
+    reasoning_effort: str | None = refused(
+        "only 'none' is implemented: it asks the chat template not to think", "none"
+    )
     verbosity: str | None = refused("verbosity is not implemented")
     functions: list[Any] | None = refused("legacy function calling; use tools")
     function_call: str | dict[str, Any] | None = refused("legacy function calling; use tool_choice")
+    tools: list[Tool] | None = Field(default=None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
 
 
 class CompletionRequest(_Sampling):
@@ -262,9 +314,22 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class OutFunctionCall(BaseModel):
+    name: str
+    arguments: str
+
+
+class OutToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: OutFunctionCall
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
+    tool_calls: list[OutToolCall] | None = None
+    reasoning_content: str | None = None  # a thinking model's reasoning, kept out of content
 
 
 class ChatChoice(BaseModel):
@@ -283,9 +348,23 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
+class DeltaFunction(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class DeltaToolCall(BaseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunction
+
+
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
+    reasoning_content: str | None = None
 
 
 class ChunkChoice(BaseModel):
