@@ -162,7 +162,9 @@ def test_disk_fills_up_during_pull_on_a_real_small_filesystem(
     filler = small_tmpfs / "filler"
     try:
         assert wait_for(lambda: file_size(partial) >= 1_000_000, timeout=60)
-        with filler.open("wb") as fh:  # someone else fills the disk meanwhile
+        # someone else fills the disk meanwhile; unbuffered, so the write that finds the disk
+        # full fails inside the loop, not later when close() flushes a buffer
+        with filler.open("wb", buffering=0) as fh:
             try:
                 for _ in range(64):
                     fh.write(b"\0" * (1 << 20))
