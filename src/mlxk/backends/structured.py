@@ -79,11 +79,28 @@ class LLGuidanceTokenizers:
     def get(self, tokenizer: Any, eos_ids: frozenset[int]) -> Any:
         key = id(tokenizer)
         if key not in self._cache:
-            import llguidance.hf
-
-            hf = getattr(tokenizer, "_tokenizer", tokenizer)
-            self._cache[key] = llguidance.hf.from_tokenizer(hf, eos_token=sorted(eos_ids))
+            self._cache[key] = _llg_tokenizer(tokenizer, sorted(eos_ids))
         return self._cache[key]
+
+
+def _llg_tokenizer(tokenizer: Any, eos: list[int]) -> Any:
+    """From the Rust tokenizer inside (mlx-lm's wrapper, transformers' fast or backend
+    tokenizers alike): llguidance's own helper only accepts one transformers class."""
+    from copy import copy
+
+    from llguidance import LLTokenizer
+
+    hf = getattr(tokenizer, "_tokenizer", tokenizer)
+    found = (hf, getattr(hf, "backend_tokenizer", None), getattr(hf, "_tokenizer", None))
+    backend = next((b for b in found if hasattr(b, "to_str")), None)
+    if backend is None:
+        raise ValidationError("this model's tokenizer cannot drive constrained decoding")
+    backend = copy(backend)
+    backend.no_padding()
+    backend.no_truncation()
+    if not eos and getattr(tokenizer, "eos_token_id", None) is not None:
+        eos = [int(tokenizer.eos_token_id)]
+    return LLTokenizer(backend.to_str(), eos_token=eos or None)
 
 
 TOKENIZERS = LLGuidanceTokenizers()

@@ -231,6 +231,18 @@ class VisionRunner:
         """Stop the generation in progress after the step being computed (thread-safe)."""
         self._cancel.set()
 
+    def _grammar(self, constraint: Any) -> Any:
+        """A logits processor holding this call's tokens to ``constraint``'s grammar."""
+        from mlxk.backends.structured import TOKENIZERS, GrammarProcessor
+
+        eos = self.config.get("eos_token_id") or (self.config.get("text_config") or {}).get(
+            "eos_token_id"
+        )
+        ids = {eos} if isinstance(eos, int) else set(eos or [])
+        if getattr(self.tokenizer, "eos_token_id", None) is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        return GrammarProcessor(constraint, TOKENIZERS.get(self.tokenizer, frozenset(ids)))
+
     def stream(
         self,
         prompt: str | None,
@@ -242,6 +254,7 @@ class VisionRunner:
         sampling: Sampling | None = None,
         chunk: int = 1,
         messages: list[dict[str, Any]] | None = None,
+        constraint: Any = None,
     ) -> VisionStream:
         """Plan the calls and return them as a lazy stream; ``stream.request`` says what was
         used (prompt, temperature, windows; per-call counts filled in as calls complete).
@@ -273,6 +286,8 @@ class VisionRunner:
         self._cancel.clear()
         join = _WINDOW_JOIN if clips else _CHUNK_JOIN
         kwargs = _sampling_kwargs(sampling, max_tokens)
+        if constraint is not None:  # a factory: each mlx-vlm call gets a fresh grammar state
+            kwargs["constraint"] = constraint
         return VisionStream(request, self._run(batches, prompts, kwargs, join, request))
 
     def _request(
@@ -407,6 +422,10 @@ class VisionRunner:
         # mlx-vlm's annotations say paths, but it takes PIL images and float arrays as well.
         images: Any = [img.image for img in batch.images] or None
         audio: Any = None if batch.audio is None else [batch.audio]
+        sampling = dict(sampling)
+        constraint = sampling.pop("constraint", None)
+        if constraint is not None:
+            sampling["logits_processors"] = [self._grammar(constraint)]
         responses = stream_generate(
             self.model, self.processor, prompt, image=images, audio=audio, **sampling,
         )  # fmt: skip

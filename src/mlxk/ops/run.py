@@ -300,6 +300,12 @@ def _constraint(opts: RunOptions, mode: Any) -> Any:
     return None
 
 
+def refused_tools(prep: PreparedRun) -> MlxkError:
+    from mlxk.backends.sampling import refused
+
+    return refused("tools", f"model '{prep.name}' ({prep.backend.value}) cannot call tools")
+
+
 def _no_structure(prep: PreparedRun, opts: RunOptions) -> None:
     """Engines without constrained decoding here refuse tools and formats by name."""
     from mlxk.backends.sampling import refused
@@ -316,7 +322,9 @@ def _no_structure(prep: PreparedRun, opts: RunOptions) -> None:
 def _vision_plan(
     rt: Runtime, prep: PreparedRun, opts: RunOptions, clips: list[np.ndarray]
 ) -> Callable[[Loaded], Work]:
-    _no_structure(prep, opts)
+    if opts.tools and opts.tool_choice != "none":
+        raise refused_tools(prep)
+    constraint = _constraint(opts, None)  # response_format: the same grammar as for text
     purpose: Purpose = "omni-audio" if clips else "text"
 
     def plan(entry: Loaded) -> Work:
@@ -325,7 +333,7 @@ def _vision_plan(
         stream = entry.runner.stream(
             opts.prompt if opts.messages is None else None, images=list(opts.images),
             audio=clips, system=opts.system, max_tokens=limit, sampling=sampling,
-            chunk=opts.chunk, messages=opts.messages,
+            chunk=opts.chunk, messages=opts.messages, constraint=constraint,
         )  # fmt: skip
         req = stream.request
         started = Started(prep.backend, sampling, req.prompt, None, limit, detail=req)

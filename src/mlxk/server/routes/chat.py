@@ -73,11 +73,12 @@ async def chat_completions(req: ChatCompletionRequest, request: Request) -> Resp
             prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
         ),
     )
-    body = answer.model_dump(mode="json")
+    payload = answer.model_dump(mode="json")
+    sent = payload["choices"][0]["message"]
     for key in ("tool_calls", "reasoning_content"):  # OpenAI sends these only when there are any
-        if body["choices"][0]["message"].get(key) is None:
-            body["choices"][0]["message"].pop(key, None)
-    return JSONResponse(body)
+        if sent.get(key) is None:
+            sent.pop(key, None)
+    return JSONResponse(payload)
 
 
 def chat_options(req: ChatCompletionRequest, messages: list[dict[str, Any]], images: list[Any],
