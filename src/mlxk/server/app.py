@@ -25,7 +25,7 @@ from mlxk.server.options import (
     max_request_bytes,
     validate,
 )
-from mlxk.server.routes import audio, chat, completions, embeddings, health, models, ui
+from mlxk.server.routes import audio, chat, completions, embeddings, health, models, realtime, ui
 from mlxk.server.service import ServerState, build_state, prepare_any
 
 log = logging.getLogger("mlxk.server")
@@ -61,7 +61,7 @@ def create_app(
     )
     app.state.mlxk = state
     install_handlers(app)
-    for module in (health, models, chat, completions, audio, embeddings):
+    for module in (health, models, chat, completions, audio, embeddings, realtime):
         app.include_router(module.router)
     # add_middleware wraps: the last added is the outermost.
     app.add_middleware(BodyLimit, limit=max_request_bytes(settings))
@@ -106,6 +106,9 @@ def serve(settings: Settings, options: ServerOptions) -> int:
         timeout_graceful_shutdown=max(1, round(options.graceful_timeout)),
         server_header=False,
         proxy_headers=False,
+        # above the Realtime session's own 15 MiB per append, so an oversized append gets
+        # an error event instead of a dropped connection
+        ws_max_size=24 * 1024 * 1024,
         lifespan="on",
     )
     server = uvicorn.Server(config)

@@ -97,15 +97,35 @@ class HostCheck:
         self.allowed = None if allowed is None else {a.lower() for a in allowed}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.allowed is None:
+        if scope["type"] not in ("http", "websocket") or self.allowed is None:
             await self.app(scope, receive, send)
             return
         host = (_header(scope, b"host") or "").lower()
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         if name not in self.allowed and host not in self.allowed:
-            await send_error(send, 403, "Host header not allowed", code="host_not_allowed")
+            await refuse(scope, send, 403, "Host header not allowed", code="host_not_allowed")
             return
         await self.app(scope, receive, send)
+
+
+async def refuse(
+    scope: Scope, send: Send, status: int, message: str, *, code: str,
+    headers: dict[str, str] | None = None,
+) -> None:  # fmt: skip
+    """An HTTP error, or for a WebSocket handshake a close before accepting it (the server
+    answers the upgrade with 403)."""
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+        return
+    await send_error(send, status, message, code=code, headers=headers)
+
+
+def _ws_key(scope: Scope) -> bytes:
+    """Browsers cannot set headers on a WebSocket: they send the key as a subprotocol."""
+    for proto in scope.get("subprotocols") or []:
+        if proto.startswith("openai-insecure-api-key."):
+            return proto.removeprefix("openai-insecure-api-key.").encode()
+    return b""
 
 
 class ApiKey:
@@ -116,20 +136,20 @@ class ApiKey:
         self.key = key.encode() if key else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.key is None or scope.get("path") in OPEN_PATHS:
+        kind = scope["type"]
+        if kind not in ("http", "websocket") or self.key is None or scope.get("path") in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         auth = _header(scope, b"authorization") or ""
         scheme, _, token = auth.partition(" ")
         given = token.strip().encode() if scheme.lower() == "bearer" else b""
+        if not given and kind == "websocket":
+            given = _ws_key(scope)
         if not hmac.compare_digest(given, self.key):
-            await send_error(
-                send,
-                401,
-                "missing or invalid API key (Authorization: Bearer KEY)",
-                code="invalid_api_key",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            await refuse(
+                scope, send, 401, "missing or invalid API key (Authorization: Bearer KEY)",
+                code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"},
+            )  # fmt: skip
             return
         await self.app(scope, receive, send)
 

@@ -57,6 +57,7 @@ class ServerState:
     runtime: Runtime
     admission: Admission
     pinned: list[PreparedRun] = field(default_factory=list)
+    live_sessions: int = 0  # open Realtime transcription sessions
 
     @property
     def platform(self) -> PlatformInfo:
