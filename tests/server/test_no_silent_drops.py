@@ -91,7 +91,6 @@ ACCEPTED: list[tuple[str, str, Any]] = [
 # multipart: (endpoint, field, value)
 FORM_REFUSED: list[tuple[str, str, str]] = [
     (TRANSCRIPTIONS, "include[]", "logprobs"),
-    (TRANSCRIPTIONS, "chunking_strategy", "auto"),
     (TRANSCRIPTIONS, "known_speaker_names[]", "bob"),
     (TRANSCRIPTIONS, "timestamp_granularities", "word"),  # without [], as curl users write it
     (TRANSLATIONS, "language", "de"),
@@ -167,15 +166,16 @@ def test_unknown_form_fields_are_refused_by_name(
 
 
 def test_form_refusals_say_why(server: Server) -> None:
-    chunking = _form_post(server, TRANSCRIPTIONS, CLIP, {"chunking_strategy": "auto"}).json()
+    include = _form_post(server, TRANSCRIPTIONS, CLIP, {"include[]": "logprobs"}).json()
     typo = _form_post(server, TRANSCRIPTIONS, CLIP, {"timestamp_granularities": "word"}).json()
-    assert "not implemented" in chunking["error"]["message"]
+    assert "not implemented" in include["error"]["message"]
     assert "did you mean 'timestamp_granularities[]'" in typo["error"]["message"]
 
 
 def test_every_openai_transcription_field_mlxk_implements_is_accepted(server: Server) -> None:
     data = {"language": "en", "prompt": "A man.", "response_format": "verbose_json",
-            "temperature": "0", "timestamp_granularities[]": "segment", "stream": "false"}  # fmt: skip
+            "temperature": "0", "timestamp_granularities[]": "segment", "stream": "false",
+            "chunking_strategy": "auto"}  # fmt: skip
     r = _form_post(server, TRANSCRIPTIONS, CLIP, data)
     assert r.status_code == 200, r.text
     assert "universe" in r.json()["text"].lower()

@@ -119,3 +119,27 @@ def _runs(probs: np.ndarray, threshold: float) -> Iterator[tuple[int, int]]:
             yield start, i
     if on:
         yield start, len(probs)
+
+
+# openai-whisper's own "this was silence" rule, applied per segment
+NO_SPEECH_PROB = 0.6
+LOW_LOGPROB = -1.0
+MIN_OVERLAP_S = 0.1
+MAX_DRIFT_S = 1.0
+
+
+def gate_segment(seg: Any, spans: list[Span]) -> Any | None:
+    """A Whisper segment kept only where there is speech, its times clamped into the speech
+    it overlaps; None for what Whisper made up from silence or noise."""
+    from dataclasses import replace
+
+    nsp, lp = getattr(seg, "no_speech_prob", None), getattr(seg, "avg_logprob", None)
+    if nsp is not None and lp is not None and nsp > NO_SPEECH_PROB and lp < LOW_LOGPROB:
+        return None
+    hits = [s for s in spans if min(seg.end, s.end) - max(seg.start, s.start) >= MIN_OVERLAP_S]
+    if not hits:
+        return None
+    # Whisper's times drift into long silences; a short lead-in or tail is left as it is
+    start = hits[0].start if hits[0].start - seg.start > MAX_DRIFT_S else seg.start
+    end = hits[-1].end if seg.end - hits[-1].end > MAX_DRIFT_S else seg.end
+    return replace(seg, start=start, end=max(end, start))

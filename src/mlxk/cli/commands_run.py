@@ -27,6 +27,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--translate", nargs="?", const="en", help="translate speech to English")
     p.add_argument("--format", choices=FORMATS, default="text", help="transcript format")
     p.add_argument("--word-timestamps", action="store_true", help="word times in verbose_json")
+    p.add_argument("--no-vad", action="store_true",
+                   help="keep Whisper's segments where voice activity detection hears no speech")  # fmt: skip
     p.add_argument("--system", help="system prompt")
     p.add_argument("--temperature", type=float, help="0.7 text, 0.0 Whisper, 0.2 omni audio")
     p.add_argument("--top-p", type=float, help="default 0.9 (or the model's own)")
@@ -61,6 +63,7 @@ def _options(args: argparse.Namespace, prompt: str | None) -> Any:
         repetition_penalty=args.repetition_penalty, max_tokens=args.max_tokens,
         use_chat_template=not args.no_chat_template,
         word_timestamps=args.word_timestamps or args.format == "verbose_json", chunk=args.chunk,
+        vad=not args.no_vad,
     )  # fmt: skip
 
 

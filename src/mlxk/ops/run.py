@@ -77,6 +77,7 @@ class RunOptions:
     tool_choice: str | dict[str, Any] | None = None  # none | auto | required | {"name": …}
     response_format: dict[str, Any] | None = None  # {"type": …, "schema": …}
     thinking: bool | None = None  # False: ask the template not to think (enable_thinking)
+    vad: bool = True  # Whisper: keep only segments where Silero VAD hears speech
 
     def sampling_request(self) -> SamplingRequest:
         return SamplingRequest(
@@ -437,12 +438,43 @@ def _whisper_plan(
     def plan(entry: Loaded) -> Work:
         sampling = resolve_sampling(opts.sampling_request(), "whisper", prep.record.model.path)
         windows = _windows(entry.runner, clip, opts, sampling.temperature)
+        if opts.vad:
+            windows = _gated(windows, clip)
         started = Started(
             prep.backend, sampling, opts.initial_prompt, None, None, len(clip) / 16000
         )
         return StepWork(entry, windows, started)
 
     return plan
+
+
+def _gated(windows: Iterator[Any], clip: np.ndarray) -> Iterator[Any]:
+    """Hallucination gating: segments outside speech (Silero VAD) or that Whisper itself
+    rates as silence are dropped, so silence and noise give an empty transcript. A clip
+    without any speech is not decoded at all."""
+    from dataclasses import replace
+
+    from mlxk.backends.vad import gate_segment, speech_spans
+
+    spans = speech_spans(clip)
+    if not spans:
+        close = getattr(windows, "close", None)
+        if close is not None:
+            close()
+        return
+    ids = 0
+    for w in windows:
+        kept = [g for s in w.segments if (g := gate_segment(s, spans)) is not None]
+        if len(kept) != len(w.segments):
+            kept = [replace(s, id=ids + i) for i, s in enumerate(kept)]
+            text = "".join(" " + s.text.strip() for s in kept)
+            w = replace(w, segments=tuple(kept), text=text)
+        elif kept and kept[0].id != ids:
+            w = replace(w, segments=tuple(replace(s, id=ids + i) for i, s in enumerate(kept)))
+        else:
+            w = replace(w, segments=tuple(kept))
+        ids += len(kept)
+        yield w
 
 
 def start_transcription(

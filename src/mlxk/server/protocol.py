@@ -465,7 +465,7 @@ TranscriptFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
 # and drop it from FORM_REFUSED.
 TRANSCRIPTION_FIELDS = frozenset(
     {"file", "model", "language", "prompt", "response_format", "temperature", "stream",
-     "timestamp_granularities[]"}
+     "timestamp_granularities[]", "chunking_strategy"}
 )  # fmt: skip
 TRANSLATION_FIELDS = frozenset(
     {"file", "model", "prompt", "response_format", "temperature", "stream"}
@@ -473,8 +473,6 @@ TRANSLATION_FIELDS = frozenset(
 FORM_REFUSED = {  # OpenAI's, not implemented
     "include[]": "include (token logprobs of the transcript) is not implemented",
     "include": "include (token logprobs of the transcript) is not implemented",
-    "chunking_strategy": "chunking_strategy is not implemented; audio is decoded in 30 s "
-    "windows, each conditioned on the text before it",
     "language": "translations always translate into English; language is for transcriptions",
     "timestamp_granularities[]": "translations give no timestamps; use verbose_json with "
     "transcriptions",

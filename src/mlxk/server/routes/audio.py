@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -37,6 +38,22 @@ from mlxk.types import GenerationChunk, Started, Transcript
 router = APIRouter()
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z]{2,4})?$|^[A-Za-z]{4,20}$")
 Granularity = Literal["word", "segment"]
+
+
+def _check_chunking(value: str | None) -> None:
+    """OpenAI's ``chunking_strategy``: "auto" or a server_vad object. mlxk always cuts at
+    Silero VAD's speech and gates segments by it, so both ask for what is done anyway; the
+    VAD parameters of the object are not tunable per request (its own defaults apply)."""
+    if value is None or value == "auto":
+        return
+    try:
+        obj = json.loads(value)
+    except ValueError:
+        obj = None
+    if not isinstance(obj, dict) or obj.get("type") != "server_vad":
+        raise bad_param(
+            "chunking_strategy", 'chunking_strategy is "auto" or {"type": "server_vad"}'
+        )
 
 
 def _options(
@@ -179,6 +196,7 @@ FormatField = Annotated[TranscriptFormat, Form()]
 TempField = Annotated[float | None, Form(ge=0.0, le=1.0)]
 GranField = Annotated[list[Granularity], Form(alias="timestamp_granularities[]")]
 StreamField = Annotated[bool, Form()]
+ChunkingField = Annotated[str | None, Form(max_length=512)]
 
 
 @router.post("/v1/audio/transcriptions", responses=ERRORS)
@@ -192,7 +210,9 @@ async def transcriptions(
     temperature: TempField = None,
     timestamp_granularities: GranField = [],  # noqa: B006 (FastAPI copies defaults)
     stream: StreamField = False,
+    chunking_strategy: ChunkingField = None,
 ) -> Response:
+    _check_chunking(chunking_strategy)
     words = "word" in timestamp_granularities
     form = _Form(language, prompt, temperature, words, translate=False)
     return await _handle(
