@@ -166,10 +166,11 @@ def _use_model(page: Any, model: str) -> None:
 
 
 def _set(page: Any, temperature: str, max_tokens: str) -> None:
-    page.click("#settings summary")
+    page.click("#settings-button")
     page.fill("#temperature", temperature)
     page.fill("#max-tokens", max_tokens)
-    page.click("#settings summary")  # close it again (keyboard users: Enter on the summary)
+    page.keyboard.press("Escape")  # Esc closes Settings (so does a click outside them)
+    expect(page.locator("#settings")).to_be_hidden()
 
 
 def _bubbles(page: Any) -> int:
@@ -266,13 +267,16 @@ def _field(body: bytes, name: str) -> bytes | None:
     return m.group(1) if m else None
 
 
-class FakeTranscriptions:
-    """A stand-in for /v1/audio/transcriptions for what a real server does not do on cue: fail
-    after its stream started, or keep a transcript stream open while Stop is pressed. It sends
-    ``events`` as server-sent events, then ends the stream, or with ``hold`` keeps it open until
-    the client goes away (``closed`` is set then)."""
+class FakeStream:
+    """A stand-in for a streaming route (/v1/audio/transcriptions, /v1/chat/completions) for
+    what a real server does not do on cue: fail after its stream started, stream slowly, or
+    keep a stream open while Stop is pressed. It sends ``events`` as server-sent events (a str
+    as it is, e.g. ``[DONE]``), ``delay`` seconds apart, then ends the stream, or with ``hold``
+    keeps it open until the client goes away (``closed`` is set then)."""
 
-    def __init__(self, events: list[dict[str, Any]], hold: bool) -> None:
+    def __init__(
+        self, events: list[Any], hold: bool, delay: float = 0.0, path: str = "/v1/x"
+    ) -> None:
         self.closed = threading.Event()
         self.stop = threading.Event()
         self.bodies: list[bytes] = []
@@ -287,8 +291,10 @@ class FakeTranscriptions:
                 self.end_headers()  # HTTP/1.0: the stream ends when the connection closes
                 try:
                     for ev in events:
-                        self.wfile.write(b"data: " + json.dumps(ev).encode() + b"\n\n")
+                        data = ev if isinstance(ev, str) else json.dumps(ev)
+                        self.wfile.write(b"data: " + data.encode() + b"\n\n")
                         self.wfile.flush()
+                        time.sleep(delay)
                     while hold and not fake.stop.wait(0.1):
                         self.wfile.write(b": still working\n\n")  # an SSE comment
                         self.wfile.flush()
@@ -300,7 +306,7 @@ class FakeTranscriptions:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1/audio/transcriptions"
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -310,18 +316,35 @@ class FakeTranscriptions:
 
 
 @contextlib.contextmanager
-def _fake_transcriptions(
-    page: Any, events: list[dict[str, Any]], hold: bool = False
-) -> Iterator[FakeTranscriptions]:
-    """The page's transcription requests go to a FakeTranscriptions (the page cannot tell)."""
-    fake = FakeTranscriptions(events, hold)
-    target = "**/v1/audio/transcriptions"
-    page.route(target, lambda route: route.continue_(url=fake.url))
+def _fake_stream(
+    page: Any, route: str, events: list[Any], hold: bool = False, delay: float = 0.0
+) -> Iterator[FakeStream]:
+    """The page's requests to ``route`` go to a FakeStream (the page cannot tell)."""
+    fake = FakeStream(events, hold, delay, route)
+    target = "**" + route
+    page.route(target, lambda r: r.continue_(url=fake.url))
     try:
         yield fake
     finally:
         page.unroute(target)
         fake.close()
+
+
+def _fake_transcriptions(
+    page: Any, events: list[Any], hold: bool = False
+) -> contextlib.AbstractContextManager[FakeStream]:
+    return _fake_stream(page, "/v1/audio/transcriptions", events, hold)
+
+
+def _chunk(text: str | None = None, finish: str | None = None) -> dict[str, Any]:
+    """A chat.completion.chunk as the server streams it."""
+    delta = {"content": text} if text is not None else {}
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "model": "smollm2",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
 
 
 # ----------------------------------------------------------------------------- tests
@@ -364,6 +387,7 @@ def test_api_key_missing_wrong_and_right(browser: Browser, server: Server) -> No
     expect(page.locator("#auth-message")).to_contain_text("401")
     expect(page.locator("#model option")).to_have_count(0)
     expect(page.locator("#status")).to_contain_text("Waiting for an API key")
+    assert page.evaluate("localStorage.getItem('mlxk.apiKey')") is None  # not kept: it failed
     # The right key (typed, Enter): the models appear with their capabilities.
     page.fill("#api-key", KEY)
     page.press("#api-key", "Enter")
@@ -624,6 +648,29 @@ def test_long_clip_is_drawn_segment_by_segment(browser: Browser, tmp_path: Path)
     assert label == f"{seconds:.1f} s of {seconds:.1f} s transcribed", label
     expect(done.locator(".meta")).to_contain_text(f"{final} segments")
 
+    # (6) Downloads are built from the segments: SRT cues with "-->", VTT, JSON, text.
+    files = {}
+    for fmt in ("srt", "vtt", "json", "txt"):
+        with page.expect_download() as dl:
+            done.locator(f"button[data-format={fmt}]").click()
+        assert dl.value.suggested_filename == f"long_speech.{fmt}"
+        files[fmt] = Path(dl.value.path()).read_text()
+    cues = re.findall(
+        r"^(\d+)\n(\d\d:\d\d:\d\d,\d{3}) --> (\d\d:\d\d:\d\d,\d{3})\n\S", files["srt"], re.M
+    )
+    assert len(cues) == len(stamps) and [int(c[0]) for c in cues] == list(range(1, len(cues) + 1))
+    assert cues[-1][2] > cues[0][1] and "universe" in files["srt"].lower(), files["srt"][:300]
+    assert files["vtt"].startswith("WEBVTT\n\n") and files["vtt"].count(" --> ") == len(cues)
+    meta = json.loads(files["json"])
+    assert len(meta["segments"]) == len(cues) and meta["text"] == files["txt"].strip()
+    assert "cavern" in meta["text"].lower()
+    # A click on a segment plays the clip from there.
+    second = done.locator(".segments li").nth(1)
+    start = float(second.get_attribute("data-start") or 0)
+    second.click()
+    player = page.locator(".msg.user audio").last
+    assert abs(player.evaluate("a => a.currentTime") - start) < 1.0
+
 
 def test_transcript_error_midway_and_stop(browser: Browser) -> None:
     """An error event after the stream started is shown on the bubble, below what came; Stop
@@ -669,14 +716,14 @@ def test_transcript_error_midway_and_stop(browser: Browser) -> None:
         bubble = page.locator(".msg.assistant").nth(1)
         expect(bubble).to_have_attribute("data-segments-seen", "1")
         expect(bubble).to_have_attribute("data-state", "streaming")
-        expect(page.locator("#send")).to_have_text("Stop")
-        page.click("#send")
+        expect(page.locator("#stop")).to_be_visible()
+        page.click("#stop")
         expect(bubble).to_have_attribute("data-state", "stopped")
         assert fake.closed.wait(10), "the page kept the transcript stream open after Stop"
     expect(bubble.locator(".dim")).to_have_text("(stopped)")
     expect(bubble.locator(".transcript-text")).to_have_text(said.strip())
     expect(bubble.locator(".segments li")).to_have_count(1)
-    expect(page.locator("#send")).to_have_text("Send")
+    expect(page.locator("#stop")).to_be_hidden()
     expect(page.locator("#error")).to_be_hidden()
 
 
@@ -717,7 +764,28 @@ def test_image_for_vision_model_and_capability_mismatch(browser: Browser, tmp_pa
     expect(error).to_contain_text("tiny-qwen2-vl")  # the server names the models that can
     expect(page.locator(".msg.assistant.failed")).to_contain_text("does not support image input")
     expect(page.locator(".msg.user.unsent")).to_have_count(1)
-    # Recovered: the refused turn is not part of the conversation, text still works.
+    # (3) The refused message is back in the composer: its text and its image.
+    expect(page.locator("#message")).to_have_value("Describe this image.")
+    expect(page.locator("#attachments li[data-kind=image]")).to_have_count(1)
+    # Image / Audio / Record are off for a text-only model; the tooltip names who can.
+    for button, who in (("#attach-image", "tiny-qwen2-vl"), ("#attach-audio", "tiny-omni")):
+        expect(page.locator(button)).to_be_disabled()
+        expect(page.locator(button)).to_have_attribute(
+            "title", re.compile(f"Models that can: .*{who}")
+        )
+    expect(page.locator("#mic")).to_be_disabled()
+    assert "whisper-tiny.en" in (page.get_attribute("#attach-audio", "title") or "")
+    page.click("#attachments li[data-kind=image] button")
+    # Audio to the text model (a file dropped in; the button is off): refused, kept as well.
+    page.set_input_files("#audio-input", str(CLIP))
+    page.fill("#message", "What is said here?")
+    page.press("#message", "Enter")
+    expect(page.locator(".msg.user.unsent")).to_have_count(2)
+    expect(page.locator("#error")).to_contain_text("audio")
+    expect(page.locator("#message")).to_have_value("What is said here?")
+    expect(page.locator("#attachments li[data-kind=audio]")).to_contain_text(CLIP.name)
+    page.click("#attachments li[data-kind=audio] button")
+    # Recovered: the refused turns are not part of the conversation, text still works.
     _set(page, "0", "12")
     page.fill("#message", "Say hello.")
     page.click("#send")
@@ -740,6 +808,9 @@ def test_too_large_upload_shows_the_413(browser: Browser, tmp_path: Path) -> Non
     expect(error).to_contain_text("limit")
     expect(error).to_contain_text("shorter recording or a smaller file")
     expect(_answer(page, 0)).to_have_class(re.compile("failed"))
+    # Refused before anything was transcribed: the clip is back in the composer.
+    expect(page.locator("#attachments li[data-kind=audio]")).to_contain_text(big.name)
+    page.click("#attachments li[data-kind=audio] button")
 
 
 def test_markdown_is_rendered_safely(browser: Browser) -> None:
@@ -759,6 +830,398 @@ def test_markdown_is_rendered_safely(browser: Browser) -> None:
     assert '<a href="https://example.org/a?b=1&amp;c=&quot;2&quot;"' in evil
 
 
+def _download(page: Any, locator: Any) -> tuple[str, str]:
+    with page.expect_download() as dl:
+        locator.click()
+    return dl.value.suggested_filename, Path(dl.value.path()).read_text()
+
+
+def _chat_entry(page: Any, title: str) -> Any:
+    return page.locator("#chat-list li").filter(
+        has=page.get_by_role("button", name=title, exact=True)
+    )
+
+
+def test_conversations_survive_a_reload_and_new_chat_keeps_the_old_one(browser: Browser) -> None:
+    """(1) A chat is kept in the browser: after a reload it is on the page and in the list;
+    New chat keeps it there; switch back, rename, export as Markdown and JSON, delete."""
+    page = browser.page
+    page.click("#new-chat")
+    _use_model(page, "smollm2")
+    _set(page, "0", "8")
+    page.fill("#message", "Name a colour.")
+    page.press("#message", "Enter")
+    expect(_answer(page, 0)).to_have_attribute("data-state", "done")
+    said = page.locator(".msg.assistant .body").inner_text()
+    page.reload()
+    expect(page.locator("#model option")).not_to_have_count(0)
+    expect(page.locator(".msg.user .plain")).to_have_text("Name a colour.")
+    expect(page.locator(".msg.assistant .body")).to_have_text(said)
+    expect(page.locator("#chats")).to_be_visible()  # open by default on a wide window
+    expect(page.locator("#chat-list li.current .chat-open")).to_have_text("Name a colour.")
+    listed = page.locator("#chat-list li").count()
+
+    page.click("#new-chat")
+    expect(page.locator(".msg")).to_have_count(0)
+    expect(_chat_entry(page, "Name a colour.")).to_have_count(1)  # the old one stays
+    page.fill("#message", "Say yes.")
+    page.press("#message", "Enter")
+    expect(_answer(page, 0)).to_have_attribute("data-state", "done")
+    expect(page.locator("#chat-list li")).to_have_count(listed + 1)
+    expect(page.locator("#chat-list li.current .chat-open")).to_have_text("Say yes.")
+
+    # Switch back, rename, export.
+    _chat_entry(page, "Name a colour.").locator(".chat-open").click()
+    expect(page.locator(".msg.user .plain")).to_have_text("Name a colour.")
+    entry = _chat_entry(page, "Name a colour.")
+    entry.get_by_role("button", name="Rename Name a colour.").click()
+    page.fill("#chat-list input.chat-rename", "Colours")
+    page.press("#chat-list input.chat-rename", "Enter")
+    entry = _chat_entry(page, "Colours")
+    expect(entry).to_have_count(1)
+    name, md = _download(page, entry.get_by_role("button", name="Export Colours as Markdown"))
+    assert name == "Colours.md"
+    assert md.startswith("# Colours\n") and "## You\n\nName a colour.\n" in md, md
+    assert f"## smollm2\n\n{said.strip()[:20]}" in md, md
+    name, raw = _download(page, entry.get_by_role("button", name="Export Colours as JSON"))
+    data = json.loads(raw)
+    assert name == "Colours.json" and data["title"] == "Colours"
+    assert [(i["role"], i.get("text")) for i in data["items"]] == [
+        ("user", "Name a colour."),
+        ("assistant", None),
+    ]
+    assert (
+        data["items"][0]["content"] == "Name a colour." and data["items"][1]["model"] == "smollm2"
+    )
+    page.reload()  # the new name was kept
+    expect(page.locator("#chat-list li.current .chat-open")).to_have_text("Colours")
+    # Delete asks once more (a second click).
+    entry = _chat_entry(page, "Colours")
+    entry.get_by_role("button", name="Delete Colours").click()
+    expect(entry.get_by_role("button", name="Delete Colours")).to_have_text("Delete?")
+    entry.get_by_role("button", name="Delete Colours").click()
+    expect(_chat_entry(page, "Colours")).to_have_count(0)
+    expect(page.locator(".msg")).to_have_count(0)  # it was the open one: a new chat
+    assert (
+        page.evaluate(
+            "Object.keys(localStorage).filter(k => k.startsWith('mlxk.chat.') "
+            "&& (localStorage.getItem(k) || '').includes('Colours'))"
+        )
+        == []
+    )
+
+
+def test_enter_while_streaming_queues_and_esc_stops(browser: Browser) -> None:
+    """(2) Enter during a streamed answer does not stop it: the new message is queued and sent
+    after it. Esc and Stop stop; Regenerate, Edit and the copy buttons. (A stand-in server
+    streams slowly, on cue.)"""
+    page = browser.page
+    page.click("#new-chat")
+    _use_model(page, "smollm2")
+    words = [f"word{i} " for i in range(10)]
+    slow = [_chunk(w) for w in words] + [_chunk(finish="stop"), "[DONE]"]
+    with _fake_stream(page, "/v1/chat/completions", slow, delay=0.2) as fake:
+        page.fill("#message", "First question")
+        page.press("#message", "Enter")
+        first = page.locator(".msg.assistant").nth(0)
+        expect(first).to_have_attribute("data-state", "streaming")
+        expect(page.locator("#stop")).to_be_visible()
+        page.fill("#message", "Second question")
+        page.press("#message", "Enter")
+        expect(page.locator("#queue li")).to_have_count(1)
+        expect(page.locator("#message")).to_have_value("")
+        expect(first).to_have_attribute("data-state", "done")  # not stopped
+        expect(first.locator(".body")).to_have_text("".join(words).strip())
+        expect(page.locator("#queue li")).to_have_count(0)
+        expect(_answer(page, 1)).to_have_attribute("data-state", "done")
+        assert len(fake.bodies) == 2
+        sent = json.loads(fake.bodies[1])["messages"]
+        assert sent[-3:] == [
+            {"role": "user", "content": "First question"},
+            {"role": "assistant", "content": "".join(words)},
+            {"role": "user", "content": "Second question"},
+        ], sent
+        # Regenerate the last answer: the same conversation, asked again.
+        page.locator(".msg.assistant").nth(1).get_by_role("button", name="Regenerate").click()
+        expect(page.locator(".msg.assistant")).to_have_count(2)
+        expect(_answer(page, 1)).to_have_attribute("data-state", "done")
+        assert len(fake.bodies) == 3 and json.loads(fake.bodies[2])["messages"] == sent
+    # Copy buttons: the answer, and each code block.
+    page.locator(".msg.assistant").nth(0).get_by_role("button", name="Copy the answer").click()
+    expect(page.locator("#status")).to_contain_text("Copied")
+
+    code = [_chunk("Here:\n\n```py\nprint(1)\n```\n"), _chunk(finish="stop"), "[DONE]"]
+    with _fake_stream(page, "/v1/chat/completions", code):
+        page.fill("#message", "Code please")
+        page.press("#message", "Enter")
+        expect(_answer(page, 2).locator(".code button")).to_have_text("Copy code")
+    # Esc stops a stream (and so does Stop); what came is kept.
+    with _fake_stream(page, "/v1/chat/completions", [_chunk("Partial ")], hold=True) as fake:
+        page.fill("#message", "Third question")
+        page.press("#message", "Enter")
+        third = page.locator(".msg.assistant").nth(3)
+        expect(third.locator(".body")).to_contain_text("Partial")
+        page.keyboard.press("Escape")
+        expect(third).to_have_attribute("data-state", "stopped")
+        assert fake.closed.wait(10)
+    expect(third.locator(".dim")).to_have_text("(stopped)")
+    # Edit a message: it goes back to the box, the turns from it on are removed.
+    page.locator(".msg.user").nth(1).get_by_role("button", name="Edit this message").click()
+    expect(page.locator("#message")).to_have_value("Second question")
+    expect(page.locator(".msg.user")).to_have_count(1)
+    expect(page.locator(".msg.assistant")).to_have_count(1)
+    page.fill("#message", "")
+
+
+def test_dictation_puts_the_words_into_the_message_box(browser: Browser) -> None:
+    """(4) Dictate records (the fake microphone plays the short clip), the Whisper model of
+    Settings transcribes it, the text lands in the message box; the model picker stays."""
+    page = browser.page
+    page.click("#new-chat")
+    _use_model(page, "smollm2")
+    page.click("#settings-button")
+    expect(page.locator("#stt-model")).to_have_value("whisper-tiny.en")  # the first mlx-audio
+    page.keyboard.press("Escape")
+    expect(page.locator("#dictate")).to_be_visible()
+    page.fill("#message", "")
+    page.click("#dictate")  # a click starts, a second click stops
+    expect(page.locator("#dictate")).to_have_attribute("aria-pressed", "true")
+    page.wait_for_timeout(5200)
+    with page.expect_request("**/v1/audio/transcriptions") as req:
+        page.click("#dictate")
+    assert _field(req.value.post_data_buffer or b"", "model") == b"whisper-tiny.en"
+    expect(page.locator("#message")).to_have_value(re.compile("universe", re.I), timeout=SLOW)
+    assert page.input_value("#model") == "smollm2"
+    expect(page.locator(".msg")).to_have_count(0)  # nothing was sent
+    # Push to talk: held down it records, released it stops.
+    page.hover("#dictate")
+    page.mouse.down()
+    page.wait_for_timeout(1500)
+    expect(page.locator("#dictate")).to_have_attribute("aria-pressed", "true")
+    with page.expect_request("**/v1/audio/transcriptions"):
+        page.mouse.up()
+    expect(page.locator("#dictate")).to_have_attribute("aria-pressed", "false")
+    expect(page.locator("#dictate")).not_to_have_attribute("aria-busy", "true", timeout=SLOW)
+    assert page.input_value("#model") == "smollm2"
+    page.fill("#message", "")
+
+
+LIVE_SESSION = {
+    "type": "session.update",
+    "session": {
+        "type": "transcription",
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": 24000},
+                "transcription": {"model": "whisper-tiny.en"},
+                "turn_detection": {"type": "server_vad", "silence_duration_ms": 800},
+            }
+        },
+    },
+}
+WATCH_WEBSOCKET = """() => {
+  const Real = window.WebSocket;
+  window.__ws = [];
+  window.WebSocket = function (url, protocols) {
+    window.__ws.push([url, protocols]);
+    return new Real(url, protocols);
+  };
+  window.WebSocket.prototype = Real.prototype;
+  Object.assign(window.WebSocket, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3});
+}"""
+
+
+def test_live_transcription_shows_text_before_stop(browser: Browser) -> None:
+    """(5) Live mode against a stand-in Realtime server (Playwright answers the WebSocket): the
+    page sends session.update and ~100 ms of 24 kHz PCM16 per append; partial text shows while
+    it records; Stop commits and waits for the completed text."""
+    page = browser.page
+    got: list[dict[str, Any]] = []
+    closed = threading.Event()
+
+    def server(ws: Any) -> None:
+        def on_message(message: str | bytes) -> None:
+            ev = json.loads(message)
+            got.append(
+                ev
+                if ev["type"] != "input_audio_buffer.append"
+                else {"type": ev["type"], "n": len(base64.b64decode(ev["audio"]))}
+            )
+            appends = sum(e["type"] == "input_audio_buffer.append" for e in got)
+            item = {"item_id": "item_1", "content_index": 0}
+            if ev["type"] == "input_audio_buffer.append" and appends == 3:
+                ws.send(
+                    json.dumps({"type": "input_audio_buffer.speech_started", "item_id": "item_0"})
+                )
+                ws.send(
+                    json.dumps(
+                        {
+                            "type": "conversation.item.input_audio_transcription.delta",
+                            "item_id": "item_0",
+                            "delta": "A man",
+                        }
+                    )
+                )
+            if ev["type"] == "input_audio_buffer.append" and appends == 6:
+                ws.send(
+                    json.dumps(
+                        {
+                            "type": "conversation.item.input_audio_transcription.delta",
+                            "item_id": "item_0",
+                            "delta": " said",
+                        }
+                    )
+                )
+                ws.send(
+                    json.dumps({"type": "input_audio_buffer.speech_stopped", "item_id": "item_0"})
+                )
+                ws.send(
+                    json.dumps(
+                        {
+                            "type": "conversation.item.input_audio_transcription.completed",
+                            "item_id": "item_0",
+                            "transcript": "A man said to the universe,",
+                        }
+                    )
+                )
+                ws.send(
+                    json.dumps(
+                        {
+                            "type": "conversation.item.input_audio_transcription.delta",
+                            **item,
+                            "delta": "Sir, I",
+                        }
+                    )
+                )
+            if ev["type"] == "input_audio_buffer.commit":
+                ws.send(
+                    json.dumps(
+                        {
+                            "type": "conversation.item.input_audio_transcription.completed",
+                            **item,
+                            "transcript": "Sir, I exist.",
+                        }
+                    )
+                )
+
+        ws.on_message(on_message)
+        ws.on_close(lambda *_: closed.set())
+
+    page.route_web_socket(re.compile(r".*/v1/realtime\?intent=transcription$"), server)
+    page.reload()
+    page.evaluate(WATCH_WEBSOCKET)
+    page.click("#new-chat")
+    _use_model(page, "whisper-tiny.en")
+    expect(page.locator("#dictate")).to_be_hidden()
+    page.click("#live")
+    expect(page.locator("#live")).to_have_attribute("aria-pressed", "true")
+    bubble = page.locator(".msg.assistant.live")
+    expect(bubble.locator(".live-turn").nth(0)).to_have_text("A man said to the universe,")
+    expect(bubble.locator(".live-turn").nth(1)).to_have_text("Sir, I")  # partial, before stop
+    expect(page.locator("#live")).to_have_attribute("aria-pressed", "true")  # still recording
+    page.click("#live")
+    expect(bubble).to_have_attribute("data-state", "done")
+    expect(bubble.locator(".live-turn").nth(1)).to_have_text("Sir, I exist.")
+    expect(page.locator("#live")).to_have_attribute("aria-pressed", "false")
+    assert closed.wait(10), "the page kept the socket open"
+    url, protocols = page.evaluate("window.__ws")[0]
+    assert url.endswith("/v1/realtime?intent=transcription") and url.startswith("ws://")
+    assert protocols == ["realtime", f"openai-insecure-api-key.{KEY}"]
+    assert got[0] == LIVE_SESSION
+    sizes = [e["n"] for e in got if e["type"] == "input_audio_buffer.append"]
+    assert len(sizes) >= 6 and all(n == 4800 for n in sizes[:-1]), sizes  # 100 ms at 24 kHz
+    assert got[-1] == {"type": "input_audio_buffer.commit"}
+    # The transcript tools work on the live transcript too.
+    name, txt = _download(page, bubble.locator("button[data-format=txt]"))
+    assert name == "live.txt" and txt == "A man said to the universe, Sir, I exist.\n"
+
+
+def test_keyboard_record_and_settings_close(browser: Browser) -> None:
+    """(7) Keyboard only: Tab to Record, Space starts, Space stops, and the focus stays on the
+    button. Settings close on Esc and on a click outside, and do not cover the message box."""
+    page = browser.page
+    page.click("#new-chat")
+    _use_model(page, "whisper-tiny.en")
+    page.focus("#attach-audio")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "mic"
+    page.keyboard.press("Space")
+    expect(page.locator("#mic")).to_have_attribute("aria-pressed", "true")
+    assert page.evaluate("document.activeElement.id") == "mic"
+    page.wait_for_timeout(1200)
+    page.keyboard.press("Space")
+    expect(page.locator("#mic")).to_have_attribute("aria-pressed", "false")
+    expect(page.locator("#attachments li[data-kind=audio]")).to_have_count(1)
+    assert page.evaluate("document.activeElement.id") == "mic"
+    page.click("#attachments li[data-kind=audio] button")
+
+    page.click("#settings-button")
+    panel = page.locator("#settings")
+    expect(panel).to_be_visible()
+    box, message = panel.bounding_box(), page.locator("#message").bounding_box()
+    assert box and message and box["y"] + box["height"] <= message["y"], (box, message)
+    page.keyboard.press("Escape")
+    expect(panel).to_be_hidden()
+    assert page.evaluate("document.activeElement.id") == "settings-button"
+    page.click("#settings-button")
+    expect(panel).to_be_visible()
+    page.click("#log", position={"x": 20, "y": 20})
+    expect(panel).to_be_hidden()
+
+
+def test_phone_layout(browser: Browser) -> None:
+    """390×844: short picker labels, header and bubble headers on one line, nothing wider than
+    the screen."""
+    page = browser.page
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        _use_model(page, "smollm2")
+        labels = page.locator("#model option").all_inner_texts()
+        assert labels and all(" — " not in t for t in labels), labels
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        heights = page.evaluate(
+            """() => [...document.querySelectorAll('.bar button, .msg > header, .tools button')]
+              .filter(e => e.offsetParent).map(e => [e.id || e.className, e.getBoundingClientRect().height])"""
+        )
+        assert heights and all(hgt < 40 for _, hgt in heights), heights
+        tops = page.evaluate(
+            "() => [...document.querySelectorAll('.brand, .bar-actions')].map(e => e.getBoundingClientRect().top)"
+        )
+        assert max(tops) - min(tops) < 12, tops  # brand and buttons share a line
+    finally:
+        page.set_viewport_size({"width": 1100, "height": 860})
+    expect(page.locator("#model option").first).to_contain_text(" — ")
+
+
+def test_html_error_page_is_shown_as_text(browser: Browser) -> None:
+    """A proxy's HTML error page (502) is shown as its text, never as markup."""
+    page = browser.page
+    page.click("#new-chat")
+    _use_model(page, "smollm2")
+    html = (
+        "<html><head><title>502 Bad Gateway</title><style>h1{color:red}</style></head>"
+        "<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center>"
+        "<script>window.__pwned = 1</script></body></html>"
+    )
+    page.route(
+        "**/v1/chat/completions",
+        lambda r: r.fulfill(status=502, content_type="text/html", body=html),
+    )
+    try:
+        page.fill("#message", "Hello?")
+        page.press("#message", "Enter")
+        expect(page.locator("#error")).to_be_visible()
+    finally:
+        page.unroute("**/v1/chat/completions")
+    message = page.locator("#error-message").inner_text()
+    assert message == "502 Bad Gateway nginx", message
+    assert page.locator("#error h1, .msg h1").count() == 0
+    assert page.evaluate("window.__pwned") is None
+    expect(page.locator("#message")).to_have_value("Hello?")
+    page.fill("#message", "")
+    page.click("#error-close")
+
+
 def test_controls_are_labelled_and_nothing_broke(browser: Browser) -> None:
     page = browser.page
     unlabelled = page.evaluate(
@@ -776,6 +1239,6 @@ def test_controls_are_labelled_and_nothing_broke(browser: Browser) -> None:
     # No script errors and no Content-Security-Policy violations in the whole session.
     assert browser.errors == []
     assert not [c for c in browser.console if "Content Security Policy" in c], browser.console
-    refused = re.compile(r"Failed to load resource: .* status of (400|401|413) ")
+    refused = re.compile(r"Failed to load resource: .* status of (400|401|413|502) ")
     unexpected = [c for c in browser.console if c.startswith("error") and not refused.search(c)]
     assert unexpected == [], browser.console

@@ -50,7 +50,15 @@
   const KEY_STORE = "mlxk.apiKey";
   const MODEL_STORE = "mlxk.model";
   const SETTINGS_STORE = "mlxk.settings";
+  // Conversations: an index and one entry per conversation. localStorage belongs to the
+  // page's origin, so each server (scheme, host, port) has its own list.
+  const CHATS_STORE = "mlxk.chats";
+  const CHAT_PREFIX = "mlxk.chat.";
+  const CURRENT_STORE = "mlxk.chat.current";
+  const MEDIA_KEEP = 256 * 1024; // images / clips up to this size (base64) are kept with a chat
   const TARGET_RATE = 16000;
+  const LIVE_RATE = 24000; // the Realtime API's audio/pcm rate
+  const LIVE_CHUNK = 2400; // samples per input_audio_buffer.append: 100 ms at 24 kHz
   const AUDIO_FORMATS = ["wav", "mp3", "flac", "ogg", "opus", "m4a", "aac", "webm", "aiff"];
 
   const $ = (id) => document.getElementById(id);
@@ -60,19 +68,24 @@
     "auth-form", "api-key", "forget-key", "log", "empty", "error", "error-title",
     "error-message", "error-close", "attachments", "composer", "message", "attach-image",
     "image-input", "attach-audio", "audio-input", "mic", "mic-label", "rec", "rec-time",
-    "rec-level", "temperature", "max-tokens", "system", "send", "status",
+    "rec-level", "temperature", "max-tokens", "system", "send", "stop", "status",
+    "chats", "chats-button", "chats-close", "chat-list", "settings", "settings-button",
+    "stt-model", "queue", "dictate", "dictate-label", "live", "live-label", "stt-options",
+    "language", "translate",
   ]) el[id] = $(id);
 
   const state = {
     key: storeGet(KEY_STORE) || "",
     models: [],
-    history: [], // OpenAI chat messages of this conversation (without the system prompt)
+    conv: null, // {id, title, created, updated, items: [...]} — see "conversations"
     attachments: [], // {kind: "image"|"audio", name, blob, url, format, seconds}
+    queue: [], // messages typed while an answer streams: {text, atts}
     busy: false,
     abort: null,
-    recorder: null,
+    recorder: null, // the open microphone: {owner: "mic"|"dictate"|"live", ...}
+    starting: null, // the promise of a microphone being opened
+    live: null, // the live transcription session
   };
-
   // ------------------------------------------------------------ small helpers
   function storeGet(k) {
     try { return window.localStorage.getItem(k); } catch (_) { return null; }
@@ -106,6 +119,69 @@
     return `${(n / 1024 / 1024).toFixed(1)} MB`;
   }
   function setStatus(text) { el.status.textContent = text || ""; }
+  function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
+  function newId() {
+    return Date.now().toString(36) + Math.random().toString(36).slice(2, 8);
+  }
+  function download(name, text, type) {
+    const url = URL.createObjectURL(new Blob([text], { type }));
+    const a = h("a", { href: url, download: name, hidden: true });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 30000);
+  }
+  function fileSafe(s) {
+    return (String(s || "chat").replace(/[^\w.-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 60)) || "chat";
+  }
+  async function copyText(text, button) {
+    let ok = false;
+    try {
+      await navigator.clipboard.writeText(text);
+      ok = true;
+    } catch (_) { // no clipboard API (or not allowed): the old way
+      const ta = h("textarea", { class: "visually-hidden", "aria-hidden": "true" });
+      ta.value = text;
+      document.body.append(ta);
+      ta.select();
+      try { ok = document.execCommand("copy"); } catch (_) { ok = false; }
+      ta.remove();
+    }
+    if (button) {
+      const was = button.dataset.label || button.textContent;
+      button.dataset.label = was;
+      button.textContent = ok ? "Copied" : "Copy failed";
+      setTimeout(() => { button.textContent = was; }, 1500);
+    }
+    setStatus(ok ? "Copied to the clipboard." : "The browser did not allow copying.");
+    return ok;
+  }
+  function copyButton(label, getText, aria) {
+    const b = h("button", { type: "button", class: "small", text: label, "aria-label": aria || label });
+    b.addEventListener("click", () => copyText(getText(), b));
+    return b;
+  }
+  function bytesToBase64(bytes) {
+    let s = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    return btoa(s);
+  }
+  function base64ToBlob(b64, type) {
+    const bin = atob(b64);
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    return new Blob([bytes], { type });
+  }
+  // Grow the message box with its text (up to 40% of the window, then it scrolls).
+  function grow() {
+    const m = el.message;
+    m.style.height = "auto";
+    m.style.height = `${Math.min(m.scrollHeight + 2, Math.max(80, window.innerHeight * 0.4))}px`;
+  }
+  function setMessage(text) {
+    el.message.value = text;
+    grow();
+  }
 
   // ------------------------------------------------------------ Markdown (escape first)
   function escapeHtml(s) {
@@ -258,6 +334,25 @@
     return new ApiError(status, (e && e.message) || "the stream failed", e && e.code);
   }
 
+  // The text of an HTML page (parsed inert: no script runs, nothing is fetched).
+  function htmlText(src) {
+    try {
+      const doc = new DOMParser().parseFromString(src, "text/html");
+      for (const n of Array.from(doc.querySelectorAll("script, style, noscript, template"))) n.remove();
+      const title = (doc.title || "").replace(/\s+/g, " ").trim();
+      const words = [];
+      if (doc.body) {
+        const walk = doc.createTreeWalker(doc.body, NodeFilter.SHOW_TEXT);
+        while (walk.nextNode()) words.push(walk.currentNode.nodeValue);
+      }
+      const body = words.join(" ").replace(/\s+/g, " ").trim();
+      if (!title) return body;
+      return body.startsWith(title) ? body : `${title}: ${body}`.replace(/: $/, "");
+    } catch (_) {
+      return src.replace(/<[^>]*>/g, " ").replace(/\s+/g, " ").trim();
+    }
+  }
+
   async function apiError(res) {
     let message = res.statusText || "request failed";
     let code = null;
@@ -272,7 +367,10 @@
           message = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
         }
       } catch (_) {
-        if (text.trim()) message = text.trim().slice(0, 500);
+        // Not JSON: a proxy's HTML error page is shown as its text, never as markup.
+        const html = /^\s*</.test(text) || (res.headers.get("Content-Type") || "").includes("html");
+        const plain = html ? htmlText(text) : text.trim();
+        if (plain) message = plain.slice(0, 500);
       }
     } catch (_) { /* body unreadable: keep the status text */ }
     return new ApiError(res.status, message, code, res.headers.get("Retry-After"));
@@ -292,34 +390,36 @@
     };
   }
 
-  function showError(err) {
+  function showError(err, tried) {
     const d = typeof err === "string" ? { title: "", message: err } : describe(err);
     el["error-title"].textContent = d.title;
     el["error-message"].textContent = d.message;
     el.error.hidden = false;
-    if (err instanceof ApiError && err.status === 401) askForKey(err.message);
+    if (err instanceof ApiError && err.status === 401) askForKey(err.message, tried);
     return d;
   }
   function clearError() { el.error.hidden = true; }
 
   // ------------------------------------------------------------ API
-  function api(path, init) {
+  function api(path, init, key) {
     const opts = Object.assign({}, init || {});
     const headers = new Headers(opts.headers || {});
-    if (state.key) headers.set("Authorization", `Bearer ${state.key}`);
+    const k = key === undefined ? state.key : key;
+    if (k) headers.set("Authorization", `Bearer ${k}`);
     opts.headers = headers;
     return fetch(path, opts);
   }
 
   // ------------------------------------------------------------ API key
-  function askForKey(serverMessage) {
+  function askForKey(serverMessage, tried) {
     el.auth.hidden = false;
     el["key-button"].setAttribute("aria-expanded", "true");
-    el["auth-message"].textContent = state.key
+    const wrong = tried || state.key;
+    el["auth-message"].textContent = wrong
       ? `The server did not accept the API key (401: ${serverMessage}). Enter the right key.`
       : "This server needs an API key. Enter it to use the models " +
         "(mlxk serve --api-key KEY was given one).";
-    el["auth-message"].className = "auth-message " + (state.key ? "bad" : "ask");
+    el["auth-message"].className = "auth-message " + (wrong ? "bad" : "ask");
     el["api-key"].focus();
   }
   function hideAuth() {
@@ -337,11 +437,21 @@
   function current() {
     return state.models.find((m) => m.id === el.model.value) || null;
   }
+  function takes(m, what) {
+    const caps = (m && m.capabilities) || [];
+    if (!m) return false;
+    if (what === "image") return kindOf(m) === "chat" && caps.includes("vision");
+    return kindOf(m) === "stt" || (kindOf(m) === "chat" && caps.includes("audio"));
+  }
+  function sttModels() { return state.models.filter((m) => kindOf(m) === "stt"); }
+  function sttModel() {
+    return sttModels().find((m) => m.id === el["stt-model"].value) || sttModels()[0] || null;
+  }
   function hintFor(m) {
     const caps = m.capabilities || [];
     switch (kindOf(m)) {
       case "stt":
-        return "Speech to text: record or attach audio, then Send — the transcript streams in segment by segment, with timestamps and progress.";
+        return "Speech to text: record or attach audio, then Send — the transcript streams in segment by segment, with timestamps and progress. Live transcribes while you speak.";
       case "other":
         return "Not a chat model (embeddings): use it through the API.";
       default:
@@ -352,9 +462,49 @@
     }
   }
 
+  // The picker's labels: the id and its capabilities, only the id on a narrow screen.
+  const NARROW = window.matchMedia ? window.matchMedia("(max-width: 640px)") : { matches: false };
+  function optionLabel(m) {
+    const caps = (m.capabilities || []).filter((c) => c !== "text-generation").join(", ");
+    if (NARROW.matches) return m.id;
+    return caps ? `${m.id} — ${caps}` : m.id;
+  }
+  function relabel() {
+    for (const opt of Array.from(el.model.options)) {
+      const m = state.models.find((x) => x.id === opt.value);
+      if (m) opt.textContent = optionLabel(m);
+    }
+  }
+
+  // Image / Audio / Record follow what the picked model can take; the tooltip names the
+  // models that can.
+  function updateTools() {
+    const m = current();
+    const stt = Boolean(m && kindOf(m) === "stt");
+    const names = (what) => state.models.filter((x) => takes(x, what)).map((x) => x.id);
+    const set = (btn, ok, what, usual) => {
+      btn.disabled = !ok;
+      const can = names(what);
+      btn.title = ok ? usual : `${m ? m.id : "This model"} cannot take ${what === "image" ? "images" : "audio"}. ` +
+        (can.length ? `Models that can: ${can.join(", ")}` : "No model on this server can.");
+    };
+    set(el["attach-image"], takes(m, "image"), "image", "Attach an image (vision models)");
+    set(el["attach-audio"], takes(m, "audio"), "audio", "Attach an audio file");
+    if (!state.recorder || state.recorder.owner !== "mic") {
+      set(el.mic, takes(m, "audio"), "audio", "Record a clip to send (audio models)");
+    }
+    el.dictate.hidden = stt || !sttModels().length;
+    el.live.hidden = !stt;
+    const caps = (m && m.capabilities) || [];
+    const multilingual = stt && caps.includes("audio-translate-en");
+    el["stt-options"].hidden = !multilingual;
+    el.language.disabled = el.translate.checked;
+  }
+
   function showModelInfo() {
     const m = current();
     el["model-info"].replaceChildren();
+    updateTools();
     if (!m) return;
     const caps = (m.capabilities || []).map((c) => h("span", { class: `badge cap-${c}`, text: c }));
     const facts = [m.backend, m.context_length ? `${m.context_length.toLocaleString("en")} ctx` : null,
@@ -369,11 +519,20 @@
       : `Message ${m.id}`;
   }
 
-  async function loadModels(quiet) {
+  function fillSttPicker() {
+    const list = sttModels();
+    const wanted = el["stt-model"].value || el["stt-model"].dataset.wanted || "";
+    el["stt-model"].replaceChildren(...list.map((m) => h("option", { value: m.id, text: m.id })));
+    if (!list.length) el["stt-model"].append(h("option", { value: "", text: "(no Whisper model on this server)" }));
+    if (list.some((m) => m.id === wanted)) el["stt-model"].value = wanted;
+  }
+
+  // `key`: a key to try (it is kept only once the server accepts it).
+  async function loadModels(quiet, key) {
     if (!quiet) setStatus("Loading the model list…");
     let res;
     try {
-      res = await api("/v1/models");
+      res = await api("/v1/models", {}, key);
     } catch (e) {
       showError(e);
       setStatus("");
@@ -381,7 +540,7 @@
     }
     if (!res.ok) {
       const err = await apiError(res);
-      if (!quiet || err.status === 401) showError(err);
+      if (err.status === 401) { showError(err, key); } else if (!quiet) showError(err);
       setStatus(err.status === 401 ? "Waiting for an API key." : "");
       return false;
     }
@@ -392,18 +551,18 @@
     const wanted = el.model.value || storeGet(MODEL_STORE);
     el.model.replaceChildren();
     for (const m of state.models) {
-      const caps = (m.capabilities || []).filter((c) => c !== "text-generation").join(", ");
-      const opt = h("option", { value: m.id, text: caps ? `${m.id} — ${caps}` : m.id });
+      const opt = h("option", { value: m.id, text: optionLabel(m) });
       if (kindOf(m) === "other") opt.disabled = true;
       el.model.append(opt);
     }
     const usable = state.models.filter((m) => kindOf(m) !== "other");
     if (wanted && usable.some((m) => m.id === wanted)) el.model.value = wanted;
     else if (usable.length) el.model.value = usable[0].id;
+    fillSttPicker();
     showModelInfo();
     if (!quiet) {
       setStatus(state.models.length
-        ? `${state.models.length} model${state.models.length === 1 ? "" : "s"} on this server.`
+        ? `${plural(state.models.length, "model")} on this server.`
         : "No runnable models on this server (mlxk list shows what is there).");
     }
     return true;
@@ -419,7 +578,7 @@
   }
 
   function addAttachment(a) {
-    a.url = URL.createObjectURL(a.blob);
+    if (!a.url) a.url = URL.createObjectURL(a.blob);
     state.attachments.push(a);
     renderAttachments();
   }
@@ -472,6 +631,188 @@
     return url.slice(url.indexOf(",") + 1);
   }
 
+  // ------------------------------------------------------------ conversations
+  // An item of a conversation is one of
+  //   {role: "user", text, content, atts: [{kind, name, seconds, format}]}  (content: OpenAI's)
+  //   {role: "assistant", model, content, meta, stopped}
+  //   {role: "transcript", model, name, seconds, text, segments: [{id, start, end, text}],
+  //    duration, language, translated, live}
+  // User and assistant items are the chat history; transcripts are shown, not sent.
+  // In memory a user item's atts also hold the blobs (and object URLs) of this page.
+  function freshConv() {
+    return { id: newId(), title: "", created: Date.now(), updated: Date.now(), items: [] };
+  }
+  function convIndex() {
+    try {
+      const list = JSON.parse(storeGet(CHATS_STORE) || "[]");
+      return Array.isArray(list) ? list.filter((c) => c && typeof c.id === "string") : [];
+    } catch (_) { return []; }
+  }
+  function readConv(id) {
+    try {
+      const c = JSON.parse(storeGet(CHAT_PREFIX + id) || "null");
+      return c && Array.isArray(c.items) ? c : null;
+    } catch (_) { return null; }
+  }
+  function titleOf(c) {
+    if (c.title) return c.title;
+    for (const it of c.items) {
+      const t = it.role === "user" ? it.text : it.role === "transcript" ? `Transcript: ${it.text || it.name}` : "";
+      if (t && t.trim()) return t.trim().replace(/\s+/g, " ").slice(0, 60);
+    }
+    const att = c.items.find((it) => it.atts && it.atts.length);
+    return att ? `${att.atts[0].kind} ${att.atts[0].name}` : "New chat";
+  }
+  // What is written to storage: media parts small enough stay, larger ones become a note.
+  function storable(it, keep) {
+    const out = Object.assign({}, it);
+    const meta = (a) => ({ kind: a.kind, name: a.name, seconds: a.seconds || null, format: a.format || null });
+    if (it.atts) out.atts = it.atts.map(meta);
+    if (it.clip) out.clip = meta(it.clip);
+    if (Array.isArray(it.content)) {
+      out.content = it.content.map((p) => {
+        const size = p.type === "image_url" ? p.image_url.url.length : p.type === "input_audio" ? p.input_audio.data.length : 0;
+        if (size > keep) return { type: "text", text: p.type === "image_url" ? "[an image]" : "[an audio clip]" };
+        return p;
+      });
+    }
+    return out;
+  }
+  function saveConv(c) {
+    c = c || state.conv;
+    if (!c || !c.items.length) return; // an empty conversation is not listed
+    c.updated = Date.now();
+    const body = (keep) => JSON.stringify({
+      id: c.id, title: c.title, created: c.created, updated: c.updated,
+      items: c.items.map((it) => storable(it, keep)),
+    });
+    let ok = false;
+    for (const keep of [MEDIA_KEEP, 0]) { // full: then without media
+      try { window.localStorage.setItem(CHAT_PREFIX + c.id, body(keep)); ok = true; break; } catch (_) { /* quota */ }
+    }
+    if (!ok) { setStatus("This conversation could not be kept: the browser's storage is full (delete old chats)."); return; }
+    const list = convIndex().filter((x) => x.id !== c.id);
+    list.unshift({ id: c.id, title: titleOf(c), updated: c.updated });
+    storeSet(CHATS_STORE, JSON.stringify(list));
+    storeSet(CURRENT_STORE, c.id);
+    renderChatList();
+  }
+  function history(c) {
+    return c.items.filter((it) => it.role === "user" || it.role === "assistant")
+      .map((it) => ({ role: it.role, content: it.content }));
+  }
+
+  function renderChatList() {
+    const list = convIndex();
+    const cur = state.conv && state.conv.id;
+    el["chat-list"].replaceChildren();
+    if (!list.length) el["chat-list"].append(h("li", { class: "dim", text: "No conversations yet." }));
+    for (const c of list) {
+      const title = c.title || "New chat";
+      const open = h("button", {
+        type: "button", class: "chat-open", text: title, "aria-current": c.id === cur ? "true" : null,
+        title: `${title} · ${new Date(c.updated).toLocaleString()}`, onclick: () => switchTo(c.id),
+      });
+      const del = h("button", { type: "button", class: "small", text: "Delete", "aria-label": `Delete ${title}` });
+      del.addEventListener("click", () => {
+        if (del.dataset.armed) { deleteConv(c.id); return; }
+        del.dataset.armed = "1";
+        del.textContent = "Delete?";
+        del.classList.add("warn");
+        setTimeout(() => { delete del.dataset.armed; del.textContent = "Delete"; del.classList.remove("warn"); }, 4000);
+      });
+      el["chat-list"].append(h("li", { class: c.id === cur ? "current" : null, "data-id": c.id },
+        open,
+        h("span", { class: "chat-actions" },
+          h("button", { type: "button", class: "small", text: "Rename", "aria-label": `Rename ${title}`, onclick: () => renameConv(c.id, open) }),
+          h("button", { type: "button", class: "small", text: ".md", "aria-label": `Export ${title} as Markdown`, onclick: () => exportConv(c.id, "md") }),
+          h("button", { type: "button", class: "small", text: ".json", "aria-label": `Export ${title} as JSON`, onclick: () => exportConv(c.id, "json") }),
+          del)));
+    }
+  }
+  function convById(id) { return state.conv && state.conv.id === id ? state.conv : readConv(id); }
+  function renameConv(id, button) {
+    const c = convById(id);
+    if (!c) return;
+    const input = h("input", { type: "text", class: "chat-rename", "aria-label": "New name", value: titleOf(c) });
+    let done = false;
+    const finish = (keep) => {
+      if (done) return;
+      done = true;
+      const name = input.value.trim();
+      if (keep && name) {
+        c.title = name.slice(0, 120);
+        if (state.conv && state.conv.id === id) state.conv.title = c.title;
+        saveConv(c);
+      }
+      renderChatList();
+    };
+    input.addEventListener("keydown", (e) => {
+      if (e.key === "Enter") { e.preventDefault(); finish(true); }
+      if (e.key === "Escape") { e.preventDefault(); e.stopPropagation(); finish(false); }
+    });
+    input.addEventListener("blur", () => finish(true));
+    button.replaceWith(input);
+    input.focus();
+    input.select();
+  }
+  function deleteConv(id) {
+    storeSet(CHAT_PREFIX + id, null);
+    storeSet(CHATS_STORE, JSON.stringify(convIndex().filter((x) => x.id !== id)));
+    if (state.conv && state.conv.id === id) startConv(freshConv());
+    renderChatList();
+    setStatus("The conversation was deleted.");
+  }
+  function exportConv(id, fmt) {
+    const c = convById(id);
+    if (!c) return;
+    const title = titleOf(c);
+    if (fmt === "json") {
+      const data = { title, id: c.id, created: new Date(c.created).toISOString(),
+        updated: new Date(c.updated).toISOString(), server: location.origin,
+        items: c.items.map((it) => storable(it, Infinity)) };
+      download(`${fileSafe(title)}.json`, JSON.stringify(data, null, 2) + "\n", "application/json");
+      return;
+    }
+    const out = [`# ${title}`, "", `*${new Date(c.created).toLocaleString()} · ${location.origin}*`, ""];
+    for (const it of c.items) {
+      if (it.role === "user") {
+        out.push("## You", "");
+        if (it.text) out.push(it.text, "");
+        for (const a of it.atts || []) out.push(`*[${a.kind}: ${a.name}]*`, "");
+      } else if (it.role === "assistant") {
+        out.push(`## ${it.model || "Assistant"}`, "", it.content || "*(empty answer)*", "");
+      } else if (it.role === "transcript") {
+        out.push(`## Transcript (${it.model})${it.name ? ` of ${it.name}` : ""}`, "", (it.text || "").trim(), "");
+      }
+    }
+    download(`${fileSafe(title)}.md`, out.join("\n"), "text/markdown");
+  }
+
+  function startConv(c) {
+    if (state.busy && state.abort) state.abort.abort();
+    state.conv = c;
+    state.queue = [];
+    renderQueue();
+    storeSet(CURRENT_STORE, c.items.length ? c.id : null);
+    renderConv();
+    renderChatList();
+  }
+  function switchTo(id) {
+    if (state.conv && state.conv.id === id) { closeChatsIfNarrow(); return; }
+    const c = readConv(id);
+    if (!c) { setStatus("That conversation is gone."); renderChatList(); return; }
+    startConv(c);
+    clearError();
+    setStatus(`Conversation: ${titleOf(c)}.`);
+    closeChatsIfNarrow();
+  }
+  function closeChatsIfNarrow() { if (NARROW.matches) toggleChats(false); }
+  function toggleChats(open) {
+    el.chats.hidden = !open;
+    el["chats-button"].setAttribute("aria-expanded", String(open));
+    if (open) renderChatList();
+  }
   // ------------------------------------------------------------ conversation log
   function logAppend(node) {
     el.empty.hidden = true;
@@ -484,30 +825,57 @@
     if (log.scrollHeight - log.scrollTop - log.clientHeight < 200) log.scrollTop = log.scrollHeight;
   }
 
-  function userBubble(text, atts) {
+  // The media of a user item: this page's own blobs, or what a stored conversation kept.
+  function mediaOf(it) {
+    const atts = it.atts || [];
+    const parts = Array.isArray(it.content) ? it.content.filter((p) => p.type !== "text") : [];
+    return atts.map((a, i) => {
+      if (a.url) return a;
+      const p = parts[i];
+      let url = null;
+      if (p && p.type === "image_url" && p.image_url.url.startsWith("data:")) {
+        const [head, data] = p.image_url.url.split(",", 2);
+        url = URL.createObjectURL(base64ToBlob(data, head.slice(5).split(";")[0]));
+      } else if (p && p.type === "input_audio") {
+        url = URL.createObjectURL(base64ToBlob(p.input_audio.data, `audio/${p.input_audio.format || "wav"}`));
+      }
+      if (url) a.url = url;
+      return a;
+    });
+  }
+
+  function userBubble(text, atts, item) {
     const body = h("div", { class: "body" });
     if (text) body.append(h("p", { class: "plain", text }));
     const media = h("div", { class: "media" });
     for (const a of atts) {
-      if (a.kind === "image") media.append(h("img", { src: a.url, alt: `attached image ${a.name}` }));
-      else media.append(h("figure", { class: "clip" },
-        h("audio", { controls: true, src: a.url, preload: "metadata", "aria-label": `audio ${a.name}` }),
-        h("figcaption", { text: a.seconds ? `${a.name} · ${a.seconds.toFixed(1)} s` : a.name })));
+      if (a.kind === "image") {
+        media.append(a.url ? h("img", { src: a.url, alt: `attached image ${a.name}` })
+          : h("span", { class: "clip", text: `image ${a.name} (not kept)` }));
+      } else {
+        media.append(h("figure", { class: "clip" },
+          a.url ? h("audio", { controls: true, src: a.url, preload: "metadata", "aria-label": `audio ${a.name}` }) : null,
+          h("figcaption", { text: (a.seconds ? `${a.name} · ${a.seconds.toFixed(1)} s` : a.name) + (a.url ? "" : " (not kept)") })));
+      }
     }
     if (media.childElementCount) body.append(media);
     const node = h("article", { class: "msg user" },
       h("header", {}, h("span", { class: "who", text: "You" })), body);
+    if (item) {
+      node.append(h("div", { class: "msg-tools" },
+        h("button", { type: "button", class: "small", text: "Edit", "aria-label": "Edit this message and send it again", onclick: () => editFrom(item) })));
+    }
     logAppend(node);
     return node;
   }
 
   function assistantBubble(model, kind) {
     const meta = h("span", { class: "meta" });
-    const body = h("div", { class: kind === "transcript" ? "body" : "body md" });
+    const body = h("div", { class: kind && kind.startsWith("transcript") ? "body" : "body md" });
     const node = h("article", {
       class: `msg assistant ${kind || ""}`.trim(), "data-state": "pending", "aria-busy": "true",
     }, h("header", {}, h("span", { class: "who", text: model }),
-      kind === "transcript" ? h("span", { class: "tag", text: "transcript" }) : null, meta), body,
+      kind && kind.startsWith("transcript") ? h("span", { class: "tag", text: kind === "transcript live" ? "live transcript" : "transcript" }) : null, meta), body,
     h("span", { class: "typing", "aria-hidden": "true" }, h("i"), h("i"), h("i")));
     logAppend(node);
     return { node, body, meta };
@@ -523,6 +891,48 @@
     else b.body.replaceChildren(note);
   }
 
+  // A finished answer: Markdown, a copy button on each code block, Copy / Regenerate.
+  function finishAnswer(b, item) {
+    b.body.innerHTML = renderMarkdown(item.content || "");
+    if (!item.content) b.body.append(h("p", { class: "dim", text: "(empty answer)" }));
+    if (item.stopped) b.body.append(h("p", { class: "dim", text: "(stopped)" }));
+    for (const pre of Array.from(b.body.querySelectorAll("pre"))) {
+      const wrap = h("div", { class: "code" });
+      pre.replaceWith(wrap);
+      wrap.append(copyButton("Copy code", () => pre.textContent, "Copy this code"), pre);
+    }
+    if (item.meta) b.meta.textContent = item.meta;
+    b.node.querySelectorAll(".msg-tools").forEach((n) => n.remove());
+    b.node.append(h("div", { class: "msg-tools" },
+      copyButton("Copy", () => item.content || "", "Copy the answer"),
+      h("button", { type: "button", class: "small", text: "Regenerate", "aria-label": "Regenerate this answer", onclick: () => regenerate(item) })));
+  }
+
+  function renderConv() {
+    for (const n of Array.from(el.log.querySelectorAll(".msg"))) n.remove();
+    const c = state.conv;
+    el.empty.hidden = c.items.length > 0;
+    for (const it of c.items) {
+      if (it.role === "user") userBubble(it.text, mediaOf(it), it);
+      else if (it.role === "assistant") {
+        const b = assistantBubble(it.model || "assistant");
+        b.node.dataset.state = it.stopped ? "stopped" : "done";
+        b.node.removeAttribute("aria-busy");
+        finishAnswer(b, it);
+      } else if (it.role === "transcript") {
+        const clip = it.clip || { kind: "audio", name: it.name || "audio", seconds: it.seconds };
+        const u = it.live ? null : userBubble("", [clip]);
+        const b = assistantBubble(it.model, it.live ? "transcript live" : "transcript");
+        const v = transcriptView(b);
+        v.whole({ text: it.text, segments: it.segments, duration: it.duration });
+        b.node.dataset.state = "done";
+        b.node.removeAttribute("aria-busy");
+        b.meta.textContent = it.meta || "";
+        transcriptTools(b, it, u && u.querySelector("audio"));
+      }
+    }
+  }
+
   // ------------------------------------------------------------ chat (streamed)
   function settings() {
     const t = Number(el.temperature.value);
@@ -535,7 +945,11 @@
   }
   function saveSettings() {
     const s = settings();
-    storeSet(SETTINGS_STORE, JSON.stringify({ temperature: s.temperature, max_tokens: s.max_tokens, system: s.system }));
+    storeSet(SETTINGS_STORE, JSON.stringify({
+      temperature: s.temperature, max_tokens: s.max_tokens, system: s.system,
+      stt_model: el["stt-model"].value || el["stt-model"].dataset.wanted || "",
+      language: el.language.value.trim(), translate: el.translate.checked,
+    }));
   }
   function loadSettings() {
     try {
@@ -543,6 +957,9 @@
       if (typeof s.temperature === "number") el.temperature.value = String(s.temperature);
       if (typeof s.max_tokens === "number") el["max-tokens"].value = String(s.max_tokens);
       if (typeof s.system === "string") el.system.value = s.system;
+      if (typeof s.stt_model === "string") el["stt-model"].dataset.wanted = s.stt_model;
+      if (typeof s.language === "string") el.language.value = s.language;
+      if (typeof s.translate === "boolean") el.translate.checked = s.translate;
     } catch (_) { /* ignore a damaged entry */ }
   }
 
@@ -614,15 +1031,22 @@
     }
   }
 
+  // One answer. `text`/`atts`: the new user turn, or null to answer the conversation as it
+  // is (Regenerate). Returns "done", "stopped", "broken" (an error midway) or "refused".
   async function chat(model, text, atts) {
+    const conv = state.conv;
     const s = settings();
-    const content = await contentFor(text, atts);
-    const turn = { role: "user", content };
-    const userNode = userBubble(text, atts);
+    let turn = null;
+    let userNode = null;
+    if (text !== null) {
+      turn = { role: "user", text, content: await contentFor(text, atts), atts };
+      userNode = userBubble(text, atts, turn);
+    }
     const b = assistantBubble(model.id);
-    const earlier = adaptHistory(state.history, model);
-    state.history.push(turn);
-    const messages = (s.system ? [{ role: "system", content: s.system }] : []).concat(earlier.messages, [turn]);
+    const earlier = adaptHistory(history(conv), model);
+    if (turn) conv.items.push(turn);
+    const messages = (s.system ? [{ role: "system", content: s.system }] : [])
+      .concat(earlier.messages, turn ? [{ role: "user", content: turn.content }] : []);
     const ctrl = new AbortController();
     state.abort = ctrl;
     setBusy(true);
@@ -634,6 +1058,7 @@
     let usage = null;
     let finish = null;
     let frame = 0;
+    const item = { role: "assistant", model: model.id, content: "", meta: "" };
     const paint = () => {
       frame = 0;
       b.body.innerHTML = renderMarkdown(reply);
@@ -668,10 +1093,6 @@
         }
       }
       if (frame) cancelAnimationFrame(frame);
-      paint();
-      if (!reply) b.body.append(h("p", { class: "dim", text: "(empty answer)" }));
-      state.history.push({ role: "assistant", content: reply });
-      b.node.dataset.state = "done";
       const secs = (performance.now() - t0) / 1000;
       const meta = [];
       if (usage) meta.push(`${usage.completion_tokens} tokens`);
@@ -681,35 +1102,75 @@
         if (gen > 0 && usage.completion_tokens > 1) meta.push(`${((usage.completion_tokens - 1) / gen).toFixed(1)} tok/s`);
       }
       if (finish === "length") meta.push("cut at max tokens");
-      b.meta.textContent = meta.join(" · ");
+      item.content = reply;
+      item.meta = meta.join(" · ");
+      conv.items.push(item);
+      finishAnswer(b, item);
+      b.node.dataset.state = "done";
       setStatus(`Answered in ${secs.toFixed(1)} s.${note}`);
+      return "done";
     } catch (err) {
       if (frame) cancelAnimationFrame(frame);
       if (err && err.name === "AbortError") {
-        paint();
-        b.body.append(h("p", { class: "dim", text: "(stopped)" }));
+        item.content = reply;
+        item.stopped = true;
+        conv.items.push(item);
+        finishAnswer(b, item);
         b.node.dataset.state = "stopped";
-        state.history.push({ role: "assistant", content: reply });
         setStatus("Stopped.");
-      } else {
-        if (reply) { // the stream broke midway: keep what came as the answer
-          paint();
-          state.history.push({ role: "assistant", content: reply });
-        } else { // refused: not part of the conversation, or it would poison every next request
-          state.history.splice(state.history.indexOf(turn), 1);
-          userNode.classList.add("unsent");
-          userNode.querySelector("header").append(h("span", { class: "tag warn", text: "not sent" }));
-        }
-        failBubble(b, err, Boolean(reply));
-        showError(err);
-        setStatus("");
+        return "stopped";
       }
+      if (reply) { // the stream broke midway: keep what came as the answer
+        item.content = reply;
+        conv.items.push(item);
+        paint();
+      } else if (turn) { // refused: not part of the conversation, or it would poison every next request
+        conv.items.splice(conv.items.indexOf(turn), 1);
+        userNode.classList.add("unsent");
+        userNode.querySelector(".msg-tools").remove();
+        userNode.querySelector("header").append(h("span", { class: "tag warn", text: "not sent" }));
+      }
+      failBubble(b, err, Boolean(reply));
+      showError(err);
+      setStatus("");
+      return reply ? "broken" : "refused";
     } finally {
       b.node.removeAttribute("aria-busy");
       state.abort = null;
       setBusy(false);
+      saveConv(conv);
       loadModels(true); // "loaded" changed
     }
+  }
+
+  function regenerate(item) {
+    if (state.busy) { setStatus("Wait for the answer to finish (or Stop it), then regenerate."); return; }
+    const conv = state.conv;
+    const at = conv.items.indexOf(item);
+    if (at < 0) return;
+    const model = current();
+    if (!model || kindOf(model) !== "chat") { showError("Pick a chat model to regenerate the answer."); return; }
+    conv.items.splice(at);
+    while (conv.items.length && conv.items[conv.items.length - 1].role === "transcript") conv.items.pop();
+    if (!conv.items.length || conv.items[conv.items.length - 1].role !== "user") { renderConv(); return; }
+    renderConv();
+    clearError();
+    chat(model, null, null).then(() => drainQueue());
+  }
+
+  function editFrom(item) {
+    if (state.busy) { setStatus("Wait for the answer to finish (or Stop it), then edit."); return; }
+    const conv = state.conv;
+    const at = conv.items.indexOf(item);
+    if (at < 0) return;
+    conv.items.splice(at);
+    renderConv();
+    saveConv(conv);
+    setMessage(item.text || "");
+    state.attachments = (item.atts || []).filter((a) => a.blob);
+    renderAttachments();
+    el.message.focus();
+    setStatus("Edit the message and send it again (the turns after it were removed).");
   }
 
   // ------------------------------------------------------------ transcription (Whisper, streamed)
@@ -784,7 +1245,9 @@
       e.final = true;
       const start = Number(ev.start) || 0;
       const end = Number(ev.end) || start;
-      const li = h("li", { "data-id": id },
+      e.start = start;
+      e.end = end;
+      const li = h("li", { "data-id": id, "data-start": start.toFixed(2) },
         h("span", { class: "ts", text: `${fmtSeconds(start)} – ${fmtSeconds(end)}` }),
         h("span", { class: "seg", text: e.text.trim() }));
       const old = v.items.get(id);
@@ -823,8 +1286,70 @@
     return v;
   }
 
+
+  // Copy, downloads (txt, srt, vtt, json; built here from the segments), Use as message;
+  // a click on a segment plays the clip from its start.
+  function srtTime(s, sep) {
+    const ms = Math.max(0, Math.round((Number(s) || 0) * 1000));
+    const p = (n, w) => String(n).padStart(w, "0");
+    return `${p(Math.floor(ms / 3600000), 2)}:${p(Math.floor(ms / 60000) % 60, 2)}:${p(Math.floor(ms / 1000) % 60, 2)}${sep}${p(ms % 1000, 3)}`;
+  }
+  function transcriptFile(it, fmt) {
+    const segs = it.segments && it.segments.length ? it.segments
+      : [{ id: "seg_0", start: 0, end: it.duration || 0, text: it.text || "" }];
+    const cue = (s, sep) => `${srtTime(s.start, sep)} --> ${srtTime(s.end, sep)}\n${(s.text || "").trim()}\n`;
+    if (fmt === "srt") return segs.map((s, i) => `${i + 1}\n${cue(s, ",")}`).join("\n");
+    if (fmt === "vtt") return "WEBVTT\n\n" + segs.map((s) => cue(s, ".")).join("\n");
+    if (fmt === "json") {
+      return JSON.stringify({
+        text: (it.text || "").trim(), model: it.model, language: it.language || null,
+        duration: it.duration || null, task: it.translated ? "translate" : "transcribe",
+        segments: segs.map((s) => ({ id: s.id, start: s.start, end: s.end, text: (s.text || "").trim() })),
+      }, null, 2) + "\n";
+    }
+    return (it.text || "").trim() + "\n";
+  }
+  const FILE_TYPES = { txt: "text/plain", srt: "application/x-subrip", vtt: "text/vtt", json: "application/json" };
+  function transcriptTools(b, it, audio) {
+    const base = fileSafe((it.name || "transcript").replace(/\.[^.]+$/, ""));
+    const tools = h("div", { class: "msg-tools" },
+      copyButton("Copy", () => (it.text || "").trim(), "Copy the transcript"),
+      ...["txt", "srt", "vtt", "json"].map((f) => h("button", {
+        type: "button", class: "small", text: f.toUpperCase(), "aria-label": `Download the transcript as ${f}`,
+        "data-format": f, onclick: () => download(`${base}.${f}`, transcriptFile(it, f), FILE_TYPES[f]),
+      })),
+      h("button", {
+        type: "button", class: "small", text: "Use as message",
+        onclick: () => { setMessage((it.text || "").trim()); el.message.focus(); },
+      }));
+    b.node.querySelectorAll(".msg-tools").forEach((n) => n.remove());
+    b.node.append(tools);
+    const list = b.body.querySelector(".segments");
+    if (!list || !audio) return;
+    for (const li of Array.from(list.querySelectorAll("li[data-start]"))) {
+      li.tabIndex = 0;
+      li.setAttribute("role", "button");
+      li.title = "Play from here";
+      li.classList.add("playable");
+    }
+    const play = (li) => {
+      audio.currentTime = Number(li.dataset.start) || 0;
+      audio.play().catch(() => {});
+    };
+    list.addEventListener("click", (e) => { const li = e.target.closest("li[data-start]"); if (li) play(li); });
+    list.addEventListener("keydown", (e) => {
+      const li = e.target.closest("li[data-start]");
+      if (li && (e.key === "Enter" || e.key === " ")) { e.preventDefault(); play(li); }
+    });
+  }
+
+  // Returns "done", "stopped", "broken" (error midway) or "refused" (nothing streamed).
   async function transcribe(model, prompt, a) {
-    userBubble("", [a]);
+    const conv = state.conv;
+    const u = userBubble("", [a]);
+    const caps = model.capabilities || [];
+    const translate = caps.includes("audio-translate-en") && el.translate.checked;
+    const language = caps.includes("audio-translate-en") && !translate ? el.language.value.trim() : "";
     const b = assistantBubble(model.id, "transcript");
     const form = new FormData();
     const name = a.name && a.name.includes(".") ? a.name : `${a.name || "audio"}.${a.format || "wav"}`;
@@ -833,17 +1358,21 @@
     form.append("response_format", "json");
     form.append("stream", "true");
     if (prompt) form.append("prompt", prompt);
+    if (language) form.append("language", language);
     const ctrl = new AbortController();
     state.abort = ctrl;
-    setStatus(model.loaded ? `Transcribing ${a.name}…` : `Loading ${model.id} and transcribing…`);
+    const verb = translate ? "Translating" : "Transcribing";
+    setStatus(model.loaded ? `${verb} ${a.name}…` : `Loading ${model.id} and ${verb.toLowerCase()}…`);
     const t0 = performance.now();
     const v = transcriptView(b);
-    let language = null;
+    let lang = language || null;
+    let streamed = false;
     try {
-      const res = await api("/v1/audio/transcriptions", {
+      const res = await api(translate ? "/v1/audio/translations" : "/v1/audio/transcriptions", {
         method: "POST", body: form, signal: ctrl.signal, headers: { Accept: "text/event-stream" },
       });
       if (!res.ok) throw await apiError(res);
+      streamed = true;
       b.node.dataset.state = "streaming";
       if ((res.headers.get("Content-Type") || "").startsWith("text/event-stream")) {
         let finished = false;
@@ -857,10 +1386,10 @@
           else if (ev.type === "transcript.text.segment") {
             v.segment(ev);
             setStatus(v.duration
-              ? `Transcribing ${a.name}: ${v.done.toFixed(1)} s of ${v.duration.toFixed(1)} s…`
-              : `Transcribing ${a.name}…`);
+              ? `${verb} ${a.name}: ${v.done.toFixed(1)} s of ${v.duration.toFixed(1)} s…`
+              : `${verb} ${a.name}…`);
           } else if (ev.type === "transcript.text.done") {
-            if (typeof ev.language === "string") language = ev.language;
+            if (typeof ev.language === "string") lang = ev.language;
             v.finish(ev);
             finished = true;
             break;
@@ -869,20 +1398,26 @@
         if (!finished) throw new ApiError(500, "the transcript stream ended before it was done");
       } else {
         const t = await res.json();
-        if (typeof t.language === "string") language = t.language;
+        if (typeof t.language === "string") lang = t.language;
         v.whole(t);
       }
-      b.body.append(h("button", {
-        type: "button", class: "small", text: "Use as message",
-        onclick: () => { el.message.value = v.text.trim(); el.message.focus(); },
-      }));
       const secs = (performance.now() - t0) / 1000;
-      const facts = [language, v.duration !== null ? `${v.duration.toFixed(1)} s audio` : null,
-        v.seen ? `${v.seen} segment${v.seen === 1 ? "" : "s"}` : null, `${secs.toFixed(1)} s`].filter(Boolean);
+      const facts = [translate ? "translated to English" : null, lang,
+        v.duration !== null ? `${v.duration.toFixed(1)} s audio` : null,
+        v.seen ? plural(v.seen, "segment") : null, `${secs.toFixed(1)} s`].filter(Boolean);
       b.meta.textContent = facts.join(" · ");
+      const it = {
+        role: "transcript", model: model.id, name: a.name, seconds: a.seconds || v.duration || null,
+        clip: a, text: v.text, duration: v.duration, language: lang, translated: translate,
+        segments: v.entries.filter((e) => e.final).map((e) => ({ id: e.id, start: e.start, end: e.end, text: e.text })),
+        meta: b.meta.textContent,
+      };
+      conv.items.push(it);
+      saveConv(conv);
+      transcriptTools(b, it, u.querySelector("audio"));
       b.node.dataset.state = "done";
-      setStatus(`Transcribed in ${secs.toFixed(1)} s.`);
-      return true;
+      setStatus(`${translate ? "Translated" : "Transcribed"} in ${secs.toFixed(1)} s.`);
+      return "done";
     } catch (err) {
       const partial = Boolean(v.text.trim()) || v.seen > 0;
       v.stop();
@@ -891,29 +1426,35 @@
         b.body.append(h("p", { class: "dim", text: "(stopped)" }));
         b.node.dataset.state = "stopped";
         setStatus("Stopped.");
-      } else {
-        failBubble(b, err, partial); // broke midway: what came stays, the error below it
-        showError(err);
-        setStatus("");
+        return "stopped";
       }
-      return false;
+      failBubble(b, err, partial); // broke midway: what came stays, the error below it
+      showError(err);
+      setStatus("");
+      if (!streamed) u.classList.add("unsent");
+      return streamed ? "broken" : "refused";
     } finally {
       b.node.removeAttribute("aria-busy");
       state.abort = null;
     }
   }
 
+  // Returns the attachments that were refused before anything was transcribed (to give back).
   async function transcribeAll(model, prompt, atts) {
     const audio = atts.filter((a) => a.kind === "audio");
     if (!audio.length) {
       showError(`${model.id} is a speech-to-text model: record (Record button) or attach an audio file, then Send.`);
-      return false;
+      return atts;
     }
     if (audio.length < atts.length) showError(`${model.id} takes audio only; the images were left out.`);
     setBusy(true);
     try {
-      for (const a of audio) if (!(await transcribe(model, prompt, a))) return false;
-      return true;
+      for (let i = 0; i < audio.length; i++) {
+        const r = await transcribe(model, prompt, audio[i]);
+        if (r === "refused") return audio.slice(i);
+        if (r !== "done") return [];
+      }
+      return [];
     } finally {
       setBusy(false);
       loadModels(true);
@@ -923,34 +1464,68 @@
   // ------------------------------------------------------------ sending
   function setBusy(busy) {
     state.busy = busy;
-    el.send.textContent = busy ? "Stop" : "Send";
-    el.send.classList.toggle("stop", busy);
-    el.send.setAttribute("aria-label", busy ? "Stop the answer" : "Send");
+    el.stop.hidden = !busy;
+    el.send.setAttribute("aria-label", busy ? "Send (queued until the answer is done)" : "Send");
     document.body.classList.toggle("busy", busy);
   }
+  function stopAnswer() { if (state.busy && state.abort) state.abort.abort(); }
 
+  function renderQueue() {
+    el.queue.replaceChildren(...state.queue.map((job) => h("li", {},
+      h("span", { class: "tag", text: "queued" }),
+      h("span", { class: "queued-text", text: job.text || job.atts.map((a) => a.name).join(", ") }),
+      h("button", {
+        type: "button", class: "icon", text: "✕", "aria-label": "Remove this queued message",
+        onclick: () => { state.queue = state.queue.filter((x) => x !== job); renderQueue(); },
+      }))));
+    el.queue.hidden = !state.queue.length;
+  }
+
+  // Enter / Send: sends, or queues while an answer streams (it never stops one).
   async function send() {
-    if (state.busy) { if (state.abort) state.abort.abort(); return; }
-    if (state.recorder) await stopRecording();
-    const model = current();
-    if (!model) { showError("No model selected: the model list is empty or could not be loaded."); return; }
+    if (state.recorder && state.recorder.owner === "mic") await stopMic();
     const text = el.message.value.trim();
     const atts = state.attachments.slice();
     if (!text && !atts.length) { el.message.focus(); return; }
-    clearError();
-    saveSettings();
-    el.message.value = "";
+    if (!current()) { showError("No model selected: the model list is empty or could not be loaded."); return; }
+    setMessage("");
     state.attachments = [];
     renderAttachments();
-    if (kindOf(model) === "stt") {
-      if (!(await transcribeAll(model, text, atts)) && !atts.some((a) => a.kind === "audio")) {
-        el.message.value = text; // nothing was sent: give the text back
-        state.attachments = atts;
-        renderAttachments();
-      }
+    saveSettings();
+    if (state.busy) {
+      state.queue.push({ text, atts });
+      renderQueue();
+      setStatus(`Queued (${plural(state.queue.length, "message")}): sent when this answer is done.`);
       return;
     }
-    await chat(model, text, atts);
+    await run({ text, atts });
+    drainQueue();
+  }
+  async function drainQueue() {
+    while (!state.busy && state.queue.length) {
+      const job = state.queue.shift();
+      renderQueue();
+      await run(job);
+    }
+  }
+  // A refused message goes back to the composer: its text and its attachments.
+  function giveBack(text, atts) {
+    if (text && !el.message.value.trim()) setMessage(text);
+    const known = new Set(state.attachments);
+    state.attachments = atts.filter((a) => !known.has(a)).concat(state.attachments);
+    renderAttachments();
+  }
+  async function run(job) {
+    const model = current();
+    if (!model) { giveBack(job.text, job.atts); return; }
+    clearError();
+    if (kindOf(model) === "stt") {
+      const back = await transcribeAll(model, job.text, job.atts);
+      if (back.length) giveBack(job.text, back);
+      else if (!job.atts.some((a) => a.kind === "audio")) giveBack(job.text, []);
+      return;
+    }
+    if ((await chat(model, job.text, job.atts)) === "refused") giveBack(job.text, job.atts);
   }
 
   // ------------------------------------------------------------ microphone → 16 kHz WAV
@@ -1005,90 +1580,141 @@
     return `The microphone could not be started: ${(e && e.message) || e}`;
   }
 
-  async function startRecording() {
-    if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-      showError("The browser offers no microphone here: recording needs https or a localhost address (http://127.0.0.1:PORT). Attach an audio file instead.");
-      return;
-    }
-    const Ctx = window.AudioContext || window.webkitAudioContext;
-    if (!Ctx) { showError("This browser has no Web Audio; attach an audio file instead."); return; }
-    clearError();
-    el.mic.disabled = true;
-    let stream;
-    try {
-      stream = await navigator.mediaDevices.getUserMedia({
-        audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
-      });
-    } catch (e) {
-      el.mic.disabled = false;
-      showError(micError(e));
-      return;
-    }
-    const ctx = new Ctx();
-    const r = { stream, ctx, chunks: [], node: null, started: 0, rate: ctx.sampleRate, peak: 0, timer: 0, via: "" };
-    const onChunk = (f32) => {
-      r.chunks.push(f32);
-      let sum = 0;
-      for (let i = 0; i < f32.length; i++) sum += f32[i] * f32[i];
-      r.peak = Math.max(r.peak * 0.6, Math.sqrt(sum / Math.max(1, f32.length)));
+
+  // A streaming resampler (the same windowed sinc, carried over from block to block): the
+  // live mode sends 24 kHz while the microphone runs at 44.1 or 48 kHz.
+  function streamResampler(from, to) {
+    const ratio = from / to;
+    const cutoff = Math.min(1, to / from);
+    const half = Math.ceil(8 / cutoff);
+    let buf = new Float32Array(0);
+    let pos = 0; // the input index (fractional) of the next output sample, within buf
+    return (x, last) => {
+      const joined = new Float32Array(buf.length + x.length);
+      joined.set(buf);
+      joined.set(x, buf.length);
+      buf = joined;
+      const out = [];
+      while (Math.floor(pos) + half < buf.length || (last && pos < buf.length)) {
+        const c = Math.floor(pos);
+        let acc = 0;
+        let wsum = 0;
+        for (let k = c - half + 1; k <= c + half; k++) {
+          if (k < 0 || k >= buf.length) continue;
+          const d = pos - k;
+          const z = Math.PI * cutoff * d;
+          const sinc = z === 0 ? 1 : Math.sin(z) / z;
+          const w = sinc * 0.5 * (1 + Math.cos((Math.PI * d) / half));
+          acc += buf[k] * w;
+          wsum += w;
+        }
+        out.push(wsum ? acc / wsum : 0);
+        pos += ratio;
+      }
+      const drop = Math.max(0, Math.floor(pos) - half);
+      if (drop) { buf = buf.slice(drop); pos -= drop; }
+      return Float32Array.from(out);
     };
-    try {
-      if (ctx.state === "suspended") await ctx.resume();
-      const source = ctx.createMediaStreamSource(stream);
-      const sink = ctx.createGain(); // silent: the graph must reach the destination to run
-      sink.gain.value = 0;
-      sink.connect(ctx.destination);
-      if (ctx.audioWorklet && typeof AudioWorkletNode === "function") {
-        try {
-          await ctx.audioWorklet.addModule(SCRIPT_URL);
-          r.node = new AudioWorkletNode(ctx, "mlxk-capture", { numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1] });
-          r.node.port.onmessage = (e) => { if (e.data instanceof Float32Array) onChunk(e.data); };
-          r.via = "AudioWorklet";
-        } catch (_) { r.node = null; }
-      }
-      if (!r.node) { // older browsers: the deprecated ScriptProcessorNode
-        r.node = ctx.createScriptProcessor(4096, 1, 1);
-        r.node.onaudioprocess = (e) => onChunk(new Float32Array(e.inputBuffer.getChannelData(0)));
-        r.via = "ScriptProcessor";
-      }
-      source.connect(r.node);
-      r.node.connect(sink);
-      r.source = source;
-    } catch (e) {
-      stream.getTracks().forEach((t) => t.stop());
-      ctx.close().catch(() => {});
-      el.mic.disabled = false;
-      showError(`Recording could not start: ${e.message || e}`);
-      return;
+  }
+  function pcm16Base64(f32) {
+    const v = new DataView(new ArrayBuffer(f32.length * 2));
+    for (let i = 0; i < f32.length; i++) {
+      const s = Math.max(-1, Math.min(1, f32[i]));
+      v.setInt16(i * 2, s < 0 ? s * 0x8000 : s * 0x7fff, true);
     }
-    r.started = performance.now();
-    r.timer = setInterval(() => {
-      const secs = (performance.now() - r.started) / 1000;
-      el["rec-time"].textContent = `${secs.toFixed(1)} s`;
-      const db = 20 * Math.log10(Math.max(1e-5, r.peak));
-      el["rec-level"].style.width = `${Math.max(2, Math.min(100, ((db + 60) / 60) * 100))}%`;
-    }, 100);
-    state.recorder = r;
-    el.mic.disabled = false;
-    el.mic.setAttribute("aria-pressed", "true");
-    el.mic.classList.add("recording");
-    el["mic-label"].textContent = "Stop";
-    el.mic.title = "Stop recording";
-    el.rec.hidden = false;
-    el["rec-time"].textContent = "0.0 s";
-    setStatus(`Recording (${r.rate} Hz, ${r.via})… press Stop when done.`);
+    return bytesToBase64(new Uint8Array(v.buffer));
   }
 
-  async function stopRecording() {
+  // The microphone, for the three things that use it: Record (a clip to send), Dictate (text
+  // into the message box) and Live (a realtime transcription session). One at a time.
+  // The buttons are never disabled while the microphone opens, so keyboard focus stays.
+  async function openMic(owner, onChunk) {
+    if (state.recorder || state.starting) return null;
+    if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      showError("The browser offers no microphone here: recording needs https or a localhost address (http://127.0.0.1:PORT). Attach an audio file instead.");
+      return null;
+    }
+    const Ctx = window.AudioContext || window.webkitAudioContext;
+    if (!Ctx) { showError("This browser has no Web Audio; attach an audio file instead."); return null; }
+    clearError();
+    let release;
+    state.starting = new Promise((resolve) => { release = resolve; });
+    try {
+      let stream;
+      try {
+        stream = await navigator.mediaDevices.getUserMedia({
+          audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+        });
+      } catch (e) {
+        showError(micError(e));
+        return null;
+      }
+      const ctx = new Ctx();
+      const r = { owner, stream, ctx, chunks: [], node: null, started: 0, rate: ctx.sampleRate, peak: 0, timer: 0, via: "", onChunk };
+      const take = (f32) => {
+        r.chunks.push(f32);
+        let sum = 0;
+        for (let i = 0; i < f32.length; i++) sum += f32[i] * f32[i];
+        r.peak = Math.max(r.peak * 0.6, Math.sqrt(sum / Math.max(1, f32.length)));
+        if (r.onChunk) r.onChunk(f32, false);
+      };
+      r.take = take;
+      try {
+        if (ctx.state === "suspended") await ctx.resume();
+        const source = ctx.createMediaStreamSource(stream);
+        const sink = ctx.createGain(); // silent: the graph must reach the destination to run
+        sink.gain.value = 0;
+        sink.connect(ctx.destination);
+        if (ctx.audioWorklet && typeof AudioWorkletNode === "function") {
+          try {
+            await ctx.audioWorklet.addModule(SCRIPT_URL);
+            r.node = new AudioWorkletNode(ctx, "mlxk-capture", { numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1] });
+            r.node.port.onmessage = (e) => { if (e.data instanceof Float32Array) take(e.data); };
+            r.via = "AudioWorklet";
+          } catch (_) { r.node = null; }
+        }
+        if (!r.node) { // older browsers: the deprecated ScriptProcessorNode
+          r.node = ctx.createScriptProcessor(4096, 1, 1);
+          r.node.onaudioprocess = (e) => take(new Float32Array(e.inputBuffer.getChannelData(0)));
+          r.via = "ScriptProcessor";
+        }
+        source.connect(r.node);
+        r.node.connect(sink);
+        r.source = source;
+      } catch (e) {
+        stream.getTracks().forEach((t) => t.stop());
+        ctx.close().catch(() => {});
+        showError(`Recording could not start: ${e.message || e}`);
+        return null;
+      }
+      r.started = performance.now();
+      r.timer = setInterval(() => {
+        const secs = (performance.now() - r.started) / 1000;
+        el["rec-time"].textContent = `${secs.toFixed(1)} s`;
+        const db = 20 * Math.log10(Math.max(1e-5, r.peak));
+        el["rec-level"].style.width = `${Math.max(2, Math.min(100, ((db + 60) / 60) * 100))}%`;
+      }, 100);
+      state.recorder = r;
+      el.rec.hidden = false;
+      el["rec-time"].textContent = "0.0 s";
+      return r;
+    } finally {
+      state.starting = null;
+      release();
+    }
+  }
+
+  // Closes the microphone; returns all it captured (mono float32 at r.rate).
+  async function closeMic() {
     const r = state.recorder;
-    if (!r) return;
+    if (!r) return null;
     state.recorder = null;
     clearInterval(r.timer);
     if (r.node && r.node.port) {
       await new Promise((resolve) => {
         const done = setTimeout(resolve, 500);
         r.node.port.onmessage = (e) => {
-          if (e.data === "flushed") { clearTimeout(done); resolve(); } else if (e.data instanceof Float32Array) r.chunks.push(e.data);
+          if (e.data === "flushed") { clearTimeout(done); resolve(); } else if (e.data instanceof Float32Array) r.take(e.data);
         };
         r.node.port.postMessage("flush");
       });
@@ -1096,34 +1722,332 @@
     r.stream.getTracks().forEach((t) => t.stop());
     try { r.source.disconnect(); r.node.disconnect(); } catch (_) { /* already gone */ }
     r.ctx.close().catch(() => {});
-    el.mic.setAttribute("aria-pressed", "false");
-    el.mic.classList.remove("recording");
-    el["mic-label"].textContent = "Record";
-    el.mic.title = "Record from the microphone";
     el.rec.hidden = true;
     let total = 0;
     for (const c of r.chunks) total += c.length;
-    if (!total) { showError("The microphone delivered no sound."); setStatus(""); return; }
     const pcm = new Float32Array(total);
     let at = 0;
     for (const c of r.chunks) { pcm.set(c, at); at += c.length; }
-    const mono16k = resample(pcm, r.rate, TARGET_RATE);
-    const wav = encodeWav(mono16k, TARGET_RATE);
-    const seconds = mono16k.length / TARGET_RATE;
+    return { pcm, rate: r.rate, via: r.via };
+  }
+
+  function pressed(btn, label, on, text, title) {
+    btn.setAttribute("aria-pressed", String(on));
+    btn.classList.toggle("recording", on);
+    label.textContent = text;
+    btn.title = title;
+  }
+  function wavOf(got) {
+    const mono16k = resample(got.pcm, got.rate, TARGET_RATE);
+    return { wav: encodeWav(mono16k, TARGET_RATE), seconds: mono16k.length / TARGET_RATE };
+  }
+
+  // Record: a clip, as an attachment.
+  async function startMic() {
+    const r = await openMic("mic");
+    if (!r) return;
+    pressed(el.mic, el["mic-label"], true, "Stop", "Stop recording");
+    el.mic.disabled = false;
+    setStatus(`Recording (${r.rate} Hz, ${r.via})… press Stop when done.`);
+  }
+  async function stopMic() {
+    if (!state.recorder || state.recorder.owner !== "mic") return;
+    const got = await closeMic();
+    pressed(el.mic, el["mic-label"], false, "Record", "Record a clip to send (audio models)");
+    updateTools();
+    if (!got.pcm.length) { showError("The microphone delivered no sound."); setStatus(""); return; }
+    const { wav, seconds } = wavOf(got);
     const stamp = new Date().toTimeString().slice(0, 8).replace(/:/g, "");
     addAttachment({ kind: "audio", name: `recording-${stamp}.wav`, blob: new Blob([wav], { type: "audio/wav" }), format: "wav", seconds });
-    setStatus(`Recorded ${seconds.toFixed(1)} s: ${r.rate} Hz → 16 kHz mono 16-bit WAV, ${fmtBytes(wav.byteLength)}. Send it, or record more.`);
+    setStatus(`Recorded ${seconds.toFixed(1)} s: ${got.rate} Hz → 16 kHz mono 16-bit WAV, ${fmtBytes(wav.byteLength)}. Send it, or record more.`);
+  }
+
+  // Dictate: speech → the Whisper model of Settings → text in the message box. The model
+  // picker is not touched.
+  async function startDictation() {
+    const stt = sttModel();
+    if (!stt) { showError("No speech-to-text (Whisper) model on this server to dictate with."); return; }
+    const r = await openMic("dictate");
+    if (!r) return;
+    pressed(el.dictate, el["dictate-label"], true, "Stop", "Stop dictating (or release the button)");
+    setStatus(`Dictating with ${stt.id}… click Dictate again (or release it) when done.`);
+  }
+  async function stopDictation() {
+    if (state.starting) await state.starting;
+    if (!state.recorder || state.recorder.owner !== "dictate") return;
+    const got = await closeMic();
+    pressed(el.dictate, el["dictate-label"], false, "Dictate", "Dictate into the message box (click to start and stop, or hold while speaking)");
+    const stt = sttModel();
+    if (!got.pcm.length || !stt) { setStatus(""); return; }
+    const { wav, seconds } = wavOf(got);
+    const form = new FormData();
+    form.append("file", new Blob([wav], { type: "audio/wav" }), "dictation.wav");
+    form.append("model", stt.id);
+    form.append("response_format", "json");
+    el.dictate.classList.add("working");
+    el.dictate.setAttribute("aria-busy", "true");
+    setStatus(`Transcribing ${seconds.toFixed(1)} s of dictation with ${stt.id}…`);
+    try {
+      const res = await api("/v1/audio/transcriptions", { method: "POST", body: form });
+      if (!res.ok) throw await apiError(res);
+      const t = await res.json();
+      const said = String(t.text || "").trim();
+      if (!said) { setStatus("No speech was heard."); return; }
+      const m = el.message;
+      const at = m.selectionStart === m.selectionEnd && document.activeElement === m ? m.selectionStart : m.value.length;
+      const before = m.value.slice(0, at);
+      const glue = before && !/\s$/.test(before) ? " " : "";
+      setMessage(before + glue + said + m.value.slice(at));
+      setStatus(`Dictated with ${stt.id}: ${said.length} characters. Edit and send.`);
+    } catch (err) {
+      showError(err);
+      setStatus("");
+    } finally {
+      el.dictate.classList.remove("working");
+      el.dictate.removeAttribute("aria-busy");
+    }
+  }
+
+  // ------------------------------------------------------------ live transcription
+  // An OpenAI Realtime transcription session over a WebSocket: the microphone goes out as
+  // 24 kHz PCM16 in ~100 ms input_audio_buffer.append events; the server's VAD cuts turns and
+  // sends their text as it decodes them (delta), then the turn's final text (completed).
+  async function startLive() {
+    const model = current();
+    if (!model || kindOf(model) !== "stt" || state.live || state.recorder) return;
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    const url = `${proto}//${location.host}/v1/realtime?intent=transcription`;
+    const protocols = ["realtime"];
+    if (state.key) protocols.push(`openai-insecure-api-key.${state.key}`);
+    let ws;
+    try { ws = new WebSocket(url, protocols); } catch (e) { showError(`Live transcription could not start: ${e.message || e}`); return; }
+    const b = assistantBubble(model.id, "transcript live");
+    const speaking = h("span", { class: "speaking", text: "speaking", hidden: true });
+    b.node.querySelector("header .tag").after(speaking);
+    const turns = h("div", { class: "live-turns" });
+    b.body.replaceChildren(turns);
+    const L = {
+      ws, model, b, turns, speaking, items: new Map(), order: [], open: false, closing: false,
+      out: [], outLen: 0, resampler: null, waiter: null, started: performance.now(), sent: 0,
+    };
+    state.live = L;
+    pressed(el.live, el["live-label"], true, "Stop live", "Stop the live transcription");
+    setStatus(`Connecting to ${model.id} for live transcription…`);
+    const flushOut = (all) => {
+      while (L.outLen >= LIVE_CHUNK || (all && L.outLen)) {
+        const n = Math.min(LIVE_CHUNK, L.outLen);
+        const block = new Float32Array(n);
+        let at = 0;
+        while (at < n) {
+          const head = L.out[0];
+          const take = Math.min(head.length, n - at);
+          block.set(head.subarray(0, take), at);
+          at += take;
+          if (take === head.length) L.out.shift(); else L.out[0] = head.subarray(take);
+        }
+        L.outLen -= n;
+        if (ws.readyState === WebSocket.OPEN) {
+          ws.send(JSON.stringify({ type: "input_audio_buffer.append", audio: pcm16Base64(block) }));
+          L.sent += n;
+        }
+      }
+    };
+    L.flushOut = flushOut;
+    const onChunk = (f32, last) => {
+      if (!L.resampler) return;
+      const y = L.resampler(f32, last);
+      if (y.length) { L.out.push(y); L.outLen += y.length; }
+      if (L.open) flushOut(false);
+    };
+    ws.addEventListener("open", async () => {
+      L.open = true;
+      ws.send(JSON.stringify({
+        type: "session.update",
+        session: {
+          type: "transcription",
+          audio: {
+            input: {
+              format: { type: "audio/pcm", rate: LIVE_RATE },
+              transcription: { model: model.id },
+              turn_detection: { type: "server_vad", silence_duration_ms: 800 },
+            },
+          },
+        },
+      }));
+      b.node.dataset.state = "streaming";
+      const r = await openMic("live", onChunk);
+      if (!r) { finishLive(L, "the microphone did not open"); return; }
+      L.resampler = streamResampler(r.rate, LIVE_RATE);
+      if (state.live !== L) { await closeMic(); return; } // stopped while the microphone opened
+      setStatus(`Live: speak, the text appears as ${model.id} hears it. Stop live when done.`);
+    });
+    ws.addEventListener("message", (e) => {
+      let ev;
+      try { ev = JSON.parse(typeof e.data === "string" ? e.data : ""); } catch (_) { return; }
+      if (ev && typeof ev === "object") liveEvent(L, ev);
+    });
+    ws.addEventListener("close", (e) => {
+      L.open = false;
+      if (L.waiter) L.waiter();
+      if (!L.closing) {
+        const why = e.code === 1000 ? "" : ` (code ${e.code}${e.reason ? `: ${e.reason}` : ""})`;
+        finishLive(L, `the server closed the live transcription${why}`);
+      }
+    });
+    ws.addEventListener("error", () => {
+      if (!L.open && !L.closing) finishLive(L, "could not connect to /v1/realtime (does this server offer live transcription?)");
+    });
+  }
+
+  function liveTurn(L, id) {
+    let t = L.items.get(id);
+    if (!t) {
+      t = { id, text: "", final: false, node: h("p", { class: "live-turn", "data-item": id }) };
+      L.items.set(id, t);
+      L.order.push(t);
+      L.turns.append(t.node);
+    }
+    return t;
+  }
+  function liveText(L) {
+    return L.order.map((t) => t.text.trim()).filter(Boolean).join(" ");
+  }
+  function liveEvent(L, ev) {
+    const id = typeof ev.item_id === "string" ? ev.item_id : "item";
+    switch (ev.type) {
+      case "conversation.item.input_audio_transcription.delta": {
+        const t = liveTurn(L, id);
+        if (t.final || typeof ev.delta !== "string") break;
+        t.text += ev.delta;
+        t.node.textContent = t.text.trim();
+        t.node.classList.add("partial");
+        break;
+      }
+      case "conversation.item.input_audio_transcription.completed": {
+        const t = liveTurn(L, id);
+        t.text = typeof ev.transcript === "string" ? ev.transcript : t.text;
+        t.final = true;
+        t.node.textContent = t.text.trim();
+        t.node.classList.remove("partial");
+        if (!t.text.trim()) { t.node.remove(); L.items.delete(id); L.order.splice(L.order.indexOf(t), 1); }
+        if (L.waiter) L.waiter();
+        break;
+      }
+      case "input_audio_buffer.speech_started":
+        L.speaking.hidden = false;
+        L.b.node.dataset.speaking = "true";
+        break;
+      case "input_audio_buffer.speech_stopped":
+        L.speaking.hidden = true;
+        L.b.node.dataset.speaking = "false";
+        break;
+      case "error": {
+        const msg = (ev.error && ev.error.message) || "live transcription failed";
+        showError(new ApiError(TYPE_STATUS[ev.error && ev.error.type] || 400, msg, ev.error && ev.error.code));
+        if (L.waiter) L.waiter();
+        break;
+      }
+      default:
+        break;
+    }
+    L.b.node.dataset.turns = String(L.order.length);
+    keepScrolled();
+  }
+
+  // Stop: the last audio, a commit, then wait for the turn's final text (at most 3 s).
+  async function stopLive() {
+    const L = state.live;
+    if (!L || L.closing) return;
+    L.closing = true;
+    setStatus("Finishing the live transcript…");
+    if (state.starting) await state.starting;
+    if (state.recorder && state.recorder.owner === "live") {
+      const r = state.recorder;
+      await closeMic();
+      if (L.resampler) { const y = L.resampler(new Float32Array(0), true); if (y.length) { L.out.push(y); L.outLen += y.length; } }
+      void r;
+    }
+    if (L.open) {
+      L.flushOut(true);
+      L.ws.send(JSON.stringify({ type: "input_audio_buffer.commit" }));
+      await new Promise((resolve) => {
+        const t = setTimeout(resolve, 3000);
+        L.waiter = () => { clearTimeout(t); resolve(); };
+      });
+      L.waiter = null;
+    }
+    finishLive(L, null);
+  }
+
+  function finishLive(L, problem) {
+    if (state.live !== L) return;
+    state.live = null;
+    L.closing = true;
+    if (state.recorder && state.recorder.owner === "live") closeMic();
+    try { L.ws.close(1000); } catch (_) { /* closed */ }
+    pressed(el.live, el["live-label"], false, "Live", "Live transcription: the text appears while you speak");
+    L.speaking.hidden = true;
+    const b = L.b;
+    b.node.removeAttribute("aria-busy");
+    const text = liveText(L);
+    const secs = (performance.now() - L.started) / 1000;
+    if (problem) {
+      failBubble(b, new ApiError(500, problem), Boolean(text));
+      showError(`Live transcription: ${problem}.`);
+      setStatus("");
+    } else {
+      b.node.dataset.state = "done";
+      setStatus(`Live transcript: ${plural(L.order.length, "turn")} in ${secs.toFixed(1)} s.`);
+    }
+    if (!text) { if (!problem) b.body.replaceChildren(h("p", { class: "dim", text: "(no speech heard)" })); return; }
+    const it = {
+      role: "transcript", model: L.model.id, name: "live", live: true, text,
+      duration: L.sent / LIVE_RATE || null, language: null,
+      segments: [], meta: `live · ${plural(L.order.length, "turn")} · ${secs.toFixed(1)} s`,
+    };
+    b.meta.textContent = it.meta;
+    state.conv.items.push(it);
+    saveConv();
+    transcriptTools(b, it, null);
   }
 
   // ------------------------------------------------------------ wiring
   function newChat() {
-    if (state.busy && state.abort) state.abort.abort();
-    state.history = [];
-    for (const n of Array.from(el.log.querySelectorAll(".msg"))) n.remove();
-    el.empty.hidden = false;
+    startConv(freshConv());
     clearError();
-    setStatus("New conversation.");
+    setStatus("New conversation (the last one is in Chats).");
     el.message.focus();
+  }
+
+  function toggleSettings(open) {
+    el.settings.hidden = !open;
+    el["settings-button"].setAttribute("aria-expanded", String(open));
+    if (open) el.temperature.focus();
+    else saveSettings();
+  }
+
+  // Dictate: a click starts and a second click stops; held down (push to talk), releasing
+  // it stops. The keyboard (Space, Enter) clicks.
+  function wireDictate() {
+    let press = null;
+    el.dictate.addEventListener("pointerdown", (e) => {
+      if (e.button !== 0) return;
+      if (state.recorder && state.recorder.owner === "dictate") { press = { stop: true }; return; }
+      press = { t: performance.now() };
+      startDictation();
+    });
+    const release = () => {
+      const p = press;
+      press = null;
+      if (!p) return;
+      if (p.stop || performance.now() - p.t > 600) stopDictation();
+    };
+    el.dictate.addEventListener("pointerup", release);
+    el.dictate.addEventListener("pointercancel", release);
+    el.dictate.addEventListener("click", (e) => {
+      if (e.detail !== 0) return; // a pointer click was handled above
+      if (state.recorder && state.recorder.owner === "dictate") stopDictation(); else startDictation();
+    });
   }
 
   function init() {
@@ -1131,11 +2055,32 @@
     el.composer.addEventListener("submit", (e) => { e.preventDefault(); send(); });
     el.message.addEventListener("keydown", (e) => {
       if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); }
-      if (e.key === "Escape" && state.busy && state.abort) state.abort.abort();
     });
+    el.message.addEventListener("input", grow);
+    el.stop.addEventListener("click", () => { stopAnswer(); el.message.focus(); });
+    document.addEventListener("keydown", (e) => {
+      if (e.key !== "Escape" || e.defaultPrevented) return;
+      if (!el.settings.hidden) { toggleSettings(false); el["settings-button"].focus(); return; }
+      if (state.busy) { stopAnswer(); return; }
+      if (state.live) { stopLive(); return; }
+      if (!el.chats.hidden && NARROW.matches) toggleChats(false);
+    });
+    // Settings close on a click outside them.
+    document.addEventListener("pointerdown", (e) => {
+      if (el.settings.hidden) return;
+      if (el.settings.contains(e.target) || el["settings-button"].contains(e.target)) return;
+      toggleSettings(false);
+    });
+    el["settings-button"].addEventListener("click", () => toggleSettings(el.settings.hidden));
     el.model.addEventListener("change", () => { storeSet(MODEL_STORE, el.model.value); showModelInfo(); clearError(); });
+    el["stt-model"].addEventListener("change", () => { el["stt-model"].dataset.wanted = el["stt-model"].value; saveSettings(); });
+    el.translate.addEventListener("change", () => { saveSettings(); updateTools(); });
+    el.language.addEventListener("change", saveSettings);
+    if (NARROW.addEventListener) NARROW.addEventListener("change", relabel);
     el.refresh.addEventListener("click", () => loadModels(false));
     el["new-chat"].addEventListener("click", newChat);
+    el["chats-button"].addEventListener("click", () => toggleChats(el.chats.hidden));
+    el["chats-close"].addEventListener("click", () => { toggleChats(false); el["chats-button"].focus(); });
     el["key-button"].addEventListener("click", () => {
       if (el.auth.hidden) {
         el.auth.hidden = false;
@@ -1145,14 +2090,19 @@
         el["api-key"].focus();
       } else hideAuth();
     });
+    // A key is kept only once the server accepted it.
     el["auth-form"].addEventListener("submit", async (e) => {
       e.preventDefault();
       const key = el["api-key"].value.trim();
       if (!key) { el["auth-message"].textContent = "Enter the key first."; el["api-key"].focus(); return; }
-      state.key = key;
-      storeSet(KEY_STORE, key);
-      el["api-key"].value = "";
-      if (await loadModels(false)) { clearError(); setStatus("Key accepted. " + el.status.textContent); el.message.focus(); }
+      if (await loadModels(false, key)) {
+        state.key = key;
+        storeSet(KEY_STORE, key);
+        el["api-key"].value = "";
+        clearError();
+        setStatus("Key accepted. " + el.status.textContent);
+        el.message.focus();
+      }
     });
     el["forget-key"].addEventListener("click", () => {
       state.key = "";
@@ -1167,7 +2117,9 @@
     for (const input of [el["image-input"], el["audio-input"]]) {
       input.addEventListener("change", () => { addFiles(Array.from(input.files || [])); input.value = ""; });
     }
-    el.mic.addEventListener("click", () => (state.recorder ? stopRecording() : startRecording()));
+    el.mic.addEventListener("click", () => (state.recorder && state.recorder.owner === "mic" ? stopMic() : startMic()));
+    wireDictate();
+    el.live.addEventListener("click", () => (state.live ? stopLive() : startLive()));
     for (const input of [el.temperature, el["max-tokens"], el.system]) input.addEventListener("change", saveSettings);
     document.addEventListener("paste", (e) => {
       const files = Array.from((e.clipboardData && e.clipboardData.files) || []);
@@ -1181,10 +2133,14 @@
       addFiles(Array.from((e.dataTransfer && e.dataTransfer.files) || []));
     });
     setBusy(false);
+    const last = storeGet(CURRENT_STORE);
+    startConv((last && readConv(last)) || freshConv());
+    if (window.matchMedia && window.matchMedia("(min-width: 1000px)").matches) toggleChats(true);
+    grow();
     loadModels(false);
   }
 
   // For the tests and the curious: the pure parts, no state.
-  window.mlxkUi = { renderMarkdown, resample, encodeWav };
+  window.mlxkUi = { renderMarkdown, resample, encodeWav, streamResampler, transcriptFile, htmlText };
   init();
 })();
