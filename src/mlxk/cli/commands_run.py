@@ -27,6 +27,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--translate", nargs="?", const="en", help="translate speech to English")
     p.add_argument("--format", choices=FORMATS, default="text", help="transcript format")
     p.add_argument("--word-timestamps", action="store_true", help="word times in verbose_json")
+    p.add_argument("--live", action="store_true",
+                   help="with --audio -: transcribe stdin (WAV or s16le 16 kHz mono) as it arrives, a line per turn")  # fmt: skip
     p.add_argument("--no-vad", action="store_true",
                    help="keep Whisper's segments where voice activity detection hears no speech")  # fmt: skip
     p.add_argument("--system", help="system prompt")
@@ -72,8 +74,12 @@ def _validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--translate only supports English ('en'); got '{args.translate}'")
     if not 1 <= args.chunk <= 5:
         raise UsageError("--chunk must be between 1 and 5")
+    if args.live and [str(a) for a in args.audio] != ["-"]:
+        raise UsageError(
+            "--live reads audio from stdin: give --audio - (e.g. ffmpeg … -f s16le -ar 16000 -ac 1 - |)"
+        )
     for f in [*args.image, *args.audio]:
-        if not f.is_file():
+        if str(f) != "-" and not f.is_file():
             raise UsageError(f"File not found: {f}")
 
 
@@ -92,6 +98,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> CommandResult:
         _verbose_header(settings, prep)
     rt = Runtime.local(settings)
     try:
+        if args.live:
+            return _live(rt, prep, opts, as_json)
         if prep.transcribes:
             return _transcribe(rt, prep, opts, args, as_json)
         if interactive:
@@ -240,6 +248,39 @@ def _transcribe_one(
     if live and many:
         out()
     return FileTranscript(path.name, transcript)
+
+
+def _live(rt: Any, prep: Any, opts: Any, as_json: bool) -> CommandResult:
+    """Turns of the audio on stdin, printed as each completes (Silero VAD cuts the turns)."""
+    from dataclasses import replace
+
+    from mlxk.ops.live import TurnDetection, live_transcripts, pcm_chunks
+    from mlxk.ops.run import transcript_text
+
+    one = replace(opts, audio=())
+    turns: list[str] = []
+    chunks = pcm_chunks(sys.stdin.buffer)
+    detect = TurnDetection()  # 500 ms of silence ends a turn, as OpenAI's server_vad
+    tty = sys.stdout.isatty() and not as_json
+
+    def show_partial(text: str) -> None:  # the open turn so far, rewritten in place
+        sys.stdout.write("\r\x1b[K" + text)
+        sys.stdout.flush()
+
+    partial = show_partial if tty else None
+    decode = lambda s: transcript_text(rt, prep, one, s)  # noqa: E731
+    try:
+        for text in live_transcripts(decode, chunks, detect, partial):
+            if text:
+                turns.append(text)
+                if not as_json:
+                    sys.stdout.write(("\r\x1b[K" if tty else "") + text + "\n")
+                    sys.stdout.flush()
+    except KeyboardInterrupt:
+        err("\n[stopped]")
+    data = {"model": prep.name, "backend": prep.backend.value, "turns": turns,
+            "response": "\n".join(turns)}  # fmt: skip
+    return CommandResult(data, None)
 
 
 def _interactive(rt: Any, prep: Any, opts: Any) -> CommandResult:

@@ -11,7 +11,9 @@ frame. Without turn detection, the caller commits.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import numpy as np
 
@@ -156,3 +158,83 @@ class TurnTaker:
 
     def _ms(self, samples: int) -> int:
         return round(samples * 1000 / RATE)
+
+
+def pcm_chunks(stream: BinaryIO, block: int = 3200) -> Iterator[np.ndarray]:
+    """16 kHz mono float samples from a byte stream as it arrives: a WAV (PCM16, any rate
+    and channel count) or headerless s16le at 16 kHz mono."""
+    head = stream.read(12)
+    rate, channels = RATE, 1
+    rest = b""
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        rate, channels, rest = _wav_header(stream)
+    else:
+        rest = head
+    carry = rest
+    while True:
+        data = stream.read(block)
+        if not data and not carry:
+            return
+        data, carry = carry + data, b""
+        frame = 2 * channels
+        usable = len(data) // frame * frame
+        data, carry = data[:usable], data[usable:]
+        if not data:
+            if not carry:
+                return
+            continue
+        x = np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
+        if channels > 1:
+            x = x.reshape(-1, channels).mean(axis=1)
+        if rate != RATE:
+            from mlxk.media.audio import resample
+
+            x = resample(x, rate, RATE)
+        yield x
+
+
+def _wav_header(stream: BinaryIO) -> tuple[int, int, bytes]:
+    """Read chunks up to "data": (rate, channels, bytes already read past the header)."""
+    import struct
+
+    from mlxk.errors import MediaError
+
+    rate = channels = 0
+    while True:
+        head = stream.read(8)
+        if len(head) < 8:
+            raise MediaError("the WAV stream ended before its data")
+        kind, size = head[:4], struct.unpack("<I", head[4:])[0]
+        if kind == b"data":
+            if not rate:
+                raise MediaError("the WAV stream has no fmt chunk before its data")
+            return rate, channels, b""
+        body = stream.read(size + (size & 1))
+        if kind == b"fmt ":
+            tag, channels, rate = struct.unpack("<HHI", body[:8])
+            bits = struct.unpack("<H", body[14:16])[0]
+            if tag not in (1, 0xFFFE) or bits != 16:
+                raise MediaError("a live WAV stream must be 16-bit PCM")
+
+
+def live_transcripts(
+    transcribe: Callable[[np.ndarray], str], chunks: Iterator[np.ndarray],
+    detection: TurnDetection | None, partial: Callable[[str], None] | None = None,
+    every_s: float = 1.5,
+) -> Iterator[str]:  # fmt: skip
+    """The text of each turn as it completes (the end of the stream commits the last one);
+    ``partial`` gets the open turn re-decoded after every ``every_s`` of new speech."""
+    turns = TurnTaker(detection)
+    decoded = 0
+    for samples in chunks:
+        for event in turns.append(samples):
+            if isinstance(event, Committed):
+                decoded = 0
+                yield transcribe(event.samples)
+        open_audio = turns.open_samples
+        if partial is not None and turns.in_speech and len(open_audio) - decoded >= every_s * RATE:
+            decoded = len(open_audio)
+            partial(transcribe(open_audio))
+    for event in turns.commit():
+        if isinstance(event, Committed) and len(event.samples) >= RATE // 4:
+            yield transcribe(event.samples)

@@ -553,3 +553,16 @@ def describe(started: Started) -> str:
     if started.max_tokens is not None:
         parts.append(f"max_tokens={started.max_tokens}")
     return " ".join(parts)
+
+
+def transcript_text(rt: Runtime, prep: PreparedRun, opts: RunOptions, clip: np.ndarray) -> str:
+    """One clip's whole transcript (a live turn): the same road as any transcription."""
+    events: list[Any] = []
+    started: Started | None = None
+    for event in rt.events(lambda sink: start_transcription(rt, prep, opts, clip, sink)):
+        if isinstance(event, Started):
+            started = event
+        else:
+            events.append(event)
+    assert started is not None
+    return fold_transcript(started, events, opts).text
