@@ -8,6 +8,7 @@ import base64
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -140,3 +141,48 @@ def test_a_wrong_or_missing_key_refuses_the_upgrade(secure_server: Server) -> No
     # browsers put the key in a subprotocol
     with connect(url, subprotocols=["realtime", f"openai-insecure-api-key.{API_KEY}"]) as ws:  # type: ignore[list-item]
         assert json.loads(ws.recv())["type"] == "session.created"
+
+
+def test_faint_noise_completes_no_turn_with_words(server: Server) -> None:
+    noise = (np.random.default_rng(5).standard_normal(5 * 16_000) * 0.003).astype(np.float32)
+    with _connect(server) as conn:
+        conn.recv_bytes()
+        conn.send(_session("whisper-tiny.en"))
+        _stream(conn, _pcm24(noise), speed=10)
+        conn.send({"type": "input_audio_buffer.commit"})  # whatever is left counts as a turn
+        events = _events(conn, lambda ev: ev and ev[-1]["type"] in (
+            "error", "conversation.item.input_audio_transcription.completed"))  # fmt: skip
+    kinds = [e["type"] for e in events]
+    assert "input_audio_buffer.speech_started" not in kinds
+    assert all(not e.get("transcript") for e in _completed(events))
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_twenty_sessions_are_served_or_refused_and_memory_comes_back(server: Server) -> None:
+    first = _connect(server).__enter__()  # warm: one session, then measure
+    first.recv_bytes()
+    first.close()
+    before = _rss_kb(server.proc.pid)
+    conns, kinds = [], []
+    for _ in range(20):
+        conn = _connect(server).__enter__()
+        conns.append(conn)
+        kinds.append(json.loads(conn.recv_bytes()))
+    served = [k for k in kinds if k["type"] == "session.created"]
+    refused = [k for k in kinds if k["type"] == "error"]
+    assert len(served) + len(refused) == 20 and served
+    assert all(k["error"]["code"] == "too_many_sessions" for k in refused)
+    for conn, kind in zip(conns, kinds, strict=True):
+        if kind["type"] == "session.created":
+            conn.send({"type": "input_audio_buffer.append",
+                       "audio": base64.b64encode(b"\0" * 48_000).decode()})  # fmt: skip
+    for conn in conns:
+        conn.close()
+    time.sleep(1.0)  # let the server notice the closes
+    assert _rss_kb(server.proc.pid) <= before * 1.10
