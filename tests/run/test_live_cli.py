@@ -60,3 +60,12 @@ def test_live_prints_words_while_the_audio_still_arrives(real_models: RealModels
     shown = seen.decode(errors="replace").replace("\x1b[K", "").replace("\r\n", "\n")
     final = [line for line in shown.split("\r") if line.strip()][-1]  # what is left on screen
     assert "royal cavern" in normalise(final)
+
+
+def test_mic_without_an_input_device_says_what_is_missing(real_models: RealModels) -> None:
+    from tests.conftest import run_cli
+
+    real_models.path("whisper-tiny.en")
+    res = run_cli(["run", "whisper-tiny.en", "--mic"], real_models.env)
+    assert res.returncode == 1
+    assert "--mic needs an input device" in res.stderr and "--audio - --live" in res.stderr

@@ -29,6 +29,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--word-timestamps", action="store_true", help="word times in verbose_json")
     p.add_argument("--live", action="store_true",
                    help="with --audio -: transcribe stdin (WAV or s16le 16 kHz mono) as it arrives, a line per turn")  # fmt: skip
+    p.add_argument("--mic", action="store_true",
+                   help="live: record from the default input device (PortAudio via sounddevice)")  # fmt: skip
     p.add_argument("--no-vad", action="store_true",
                    help="keep Whisper's segments where voice activity detection hears no speech")  # fmt: skip
     p.add_argument("--system", help="system prompt")
@@ -74,6 +76,10 @@ def _validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--translate only supports English ('en'); got '{args.translate}'")
     if not 1 <= args.chunk <= 5:
         raise UsageError("--chunk must be between 1 and 5")
+    if args.mic:
+        if args.audio:
+            raise UsageError("--mic records the microphone: give no --audio")
+        args.audio, args.live = [Path("-")], True
     if args.live and [str(a) for a in args.audio] != ["-"]:
         raise UsageError(
             "--live reads audio from stdin: give --audio - (e.g. ffmpeg … -f s16le -ar 16000 -ac 1 - |)"
@@ -99,7 +105,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> CommandResult:
     rt = Runtime.local(settings)
     try:
         if args.live:
-            return _live(rt, prep, opts, as_json)
+            return _live(rt, prep, opts, as_json, mic=args.mic)
         if prep.transcribes:
             return _transcribe(rt, prep, opts, args, as_json)
         if interactive:
@@ -250,7 +256,7 @@ def _transcribe_one(
     return FileTranscript(path.name, transcript)
 
 
-def _live(rt: Any, prep: Any, opts: Any, as_json: bool) -> CommandResult:
+def _live(rt: Any, prep: Any, opts: Any, as_json: bool, *, mic: bool = False) -> CommandResult:
     """Turns of the audio on stdin, printed as each completes (Silero VAD cuts the turns)."""
     from dataclasses import replace
 
@@ -259,7 +265,7 @@ def _live(rt: Any, prep: Any, opts: Any, as_json: bool) -> CommandResult:
 
     one = replace(opts, audio=())
     turns: list[str] = []
-    chunks = pcm_chunks(sys.stdin.buffer)
+    chunks = _microphone() if mic else pcm_chunks(sys.stdin.buffer)
     detect = TurnDetection()  # 500 ms of silence ends a turn, as OpenAI's server_vad
     tty = sys.stdout.isatty() and not as_json
 
@@ -281,6 +287,35 @@ def _live(rt: Any, prep: Any, opts: Any, as_json: bool) -> CommandResult:
     data = {"model": prep.name, "backend": prep.backend.value, "turns": turns,
             "response": "\n".join(turns)}  # fmt: skip
     return CommandResult(data, None)
+
+
+def _microphone() -> Iterator[Any]:
+    """16 kHz mono blocks from the default input device, as they are recorded."""
+    import queue
+
+    import numpy as np
+
+    from mlxk.errors import BackendUnavailableError
+
+    try:
+        import sounddevice
+
+        sounddevice.check_input_settings(samplerate=16000, channels=1, dtype="int16")
+    except Exception as exc:  # missing package, no PortAudio, no input device
+        raise BackendUnavailableError(
+            f"--mic needs an input device and PortAudio through the sounddevice package "
+            f"(pip install sounddevice): {exc}. Or pipe audio in: "
+            "arecord -f S16_LE -r 16000 -c 1 | mlxk run <model> --audio - --live"
+        ) from None
+    blocks: queue.Queue[Any] = queue.Queue()
+    stream = sounddevice.InputStream(
+        samplerate=16000, channels=1, dtype="int16", blocksize=1600,
+        callback=lambda data, _frames, _time, _status: blocks.put(data.copy()),
+    )  # fmt: skip
+    with stream:
+        err("[mlxk] recording from the microphone; Ctrl-C stops")
+        while True:
+            yield blocks.get()[:, 0].astype(np.float32) / 32768.0
 
 
 def _interactive(rt: Any, prep: Any, opts: Any) -> CommandResult:
