@@ -123,6 +123,7 @@ class Browser:
         self.api_calls: list[tuple[str, str, str | None]] = []  # method, path, authorization
         self.console: list[str] = []
         self.errors: list[str] = []
+        self.pw: Any = None  # the Playwright instance (a test may launch another browser)
         page.on("request", self._request)
         page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
         page.on("pageerror", lambda e: self.errors.append(str(e)))
@@ -156,6 +157,7 @@ def browser(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         page = ctx.new_page()
         page.set_default_timeout(30_000)
         b = Browser(page)
+        b.pw = pw
         yield b
         ctx.close()
 
@@ -1094,6 +1096,7 @@ def test_live_transcription_shows_text_before_stop(browser: Browser) -> None:
                     )
                 )
             if ev["type"] == "input_audio_buffer.commit":
+                ws.send(json.dumps({"type": "input_audio_buffer.committed", "item_id": "item_1"}))
                 ws.send(
                     json.dumps(
                         {
@@ -1134,6 +1137,50 @@ def test_live_transcription_shows_text_before_stop(browser: Browser) -> None:
     # The transcript tools work on the live transcript too.
     name, txt = _download(page, bubble.locator("button[data-format=txt]"))
     assert name == "live.txt" and txt == "A man said to the universe, Sir, I exist.\n"
+
+
+def test_live_transcription_with_the_real_server(browser: Browser, server: Server) -> None:
+    """(5, live) The real /v1/realtime with Whisper tiny.en: a second Chromium whose fake
+    microphone plays the royal-cavern clip; its words show before Stop."""
+    chromium = browser.pw.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[a for a in BROWSER_ARGS if "fake-audio-capture" not in a]
+        + [f"--use-file-for-fake-audio-capture={OTHER_CLIP}"],
+    )
+    try:
+        ctx = chromium.new_context(
+            permissions=["microphone"], viewport={"width": 1100, "height": 860}
+        )
+        page = ctx.new_page()
+        page.set_default_timeout(30_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server.url + "/")
+        page.evaluate(f"localStorage.setItem('mlxk.apiKey', {KEY!r})")
+        page.reload()
+        _use_model(page, "whisper-tiny.en")
+        t0 = time.monotonic()
+        page.click("#live")
+        bubble = page.locator(".msg.assistant.live")
+        first = bubble.locator(".live-turn").first
+        expect(first).to_contain_text(re.compile("having|returned", re.I), timeout=60_000)
+        heard = bubble.locator(".live-turns").inner_text()
+        expect(page.locator("#live")).to_have_attribute("aria-pressed", "true")  # before Stop
+        print(f"\nlive: text after {time.monotonic() - t0:.1f} s, before Stop: {heard!r}")
+        page.wait_for_timeout(max(0, 7000 - 1000 * (time.monotonic() - t0)))  # ~7 s of speech
+        page.click("#live")
+        expect(bubble).to_have_attribute("data-state", re.compile("done|error"), timeout=15_000)
+        expect(bubble).to_have_attribute("data-state", "done")
+        final = bubble.locator(".live-turns").inner_text().lower()
+        print(f"live: final after Stop: {final!r}")
+        # The last turn's final text comes within 3 s of Stop (on a busy CPU it may not: then
+        # the turns before it are what stays).
+        assert final.startswith("having returned"), final
+        assert errors == []
+        ctx.close()
+    finally:
+        chromium.close()
 
 
 def test_keyboard_record_and_settings_close(browser: Browser) -> None:

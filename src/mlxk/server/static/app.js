@@ -1930,9 +1930,21 @@
         t.node.textContent = t.text.trim();
         t.node.classList.remove("partial");
         if (!t.text.trim()) { t.node.remove(); L.items.delete(id); L.order.splice(L.order.indexOf(t), 1); }
-        if (L.waiter) L.waiter();
         break;
       }
+      case "conversation.item.input_audio_transcription.failed": {
+        const t = liveTurn(L, id);
+        t.final = true;
+        t.node.classList.remove("partial");
+        t.node.classList.add("err");
+        t.node.textContent = `(not transcribed: ${(ev.error && ev.error.message) || "failed"})`;
+        t.text = "";
+        break;
+      }
+      case "input_audio_buffer.committed":
+        liveTurn(L, id); // the turn is closed; its final text follows
+        if (L.commitSent) L.committed = true;
+        break;
       case "input_audio_buffer.speech_started":
         L.speaking.hidden = false;
         L.b.node.dataset.speaking = "true";
@@ -1942,15 +1954,18 @@
         L.b.node.dataset.speaking = "false";
         break;
       case "error": {
+        const code = ev.error && ev.error.code;
+        if (L.commitSent && code === "input_audio_buffer_commit_empty") { L.committed = true; break; } // nothing was open
         const msg = (ev.error && ev.error.message) || "live transcription failed";
-        showError(new ApiError(TYPE_STATUS[ev.error && ev.error.type] || 400, msg, ev.error && ev.error.code));
-        if (L.waiter) L.waiter();
+        showError(new ApiError(TYPE_STATUS[ev.error && ev.error.type] || 400, msg, code));
+        if (L.commitSent) L.committed = true;
         break;
       }
       default:
         break;
     }
     L.b.node.dataset.turns = String(L.order.length);
+    if (L.waiter) L.waiter();
     keepScrolled();
   }
 
@@ -1969,10 +1984,14 @@
     }
     if (L.open) {
       L.flushOut(true);
+      L.commitSent = true;
       L.ws.send(JSON.stringify({ type: "input_audio_buffer.commit" }));
+      // Done when the commit was answered and every turn has its final text (or 3 s).
       await new Promise((resolve) => {
         const t = setTimeout(resolve, 3000);
-        L.waiter = () => { clearTimeout(t); resolve(); };
+        L.waiter = () => {
+          if (!L.open || (L.committed && L.order.every((x) => x.final))) { clearTimeout(t); resolve(); }
+        };
       });
       L.waiter = null;
     }
@@ -1989,6 +2008,7 @@
     L.speaking.hidden = true;
     const b = L.b;
     b.node.removeAttribute("aria-busy");
+    for (const t of L.order) if (!t.final && t.text.trim()) t.node.classList.remove("partial"); // kept as it was
     const text = liveText(L);
     const secs = (performance.now() - L.started) / 1000;
     if (problem) {
