@@ -201,3 +201,22 @@ def test_no_backend_dispatch_outside_backends() -> None:
         str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if state.search(p.read_text("utf-8"))
     ]
     assert holders == []
+
+
+def test_clients_closing_mid_transcription_leave_the_server_serving(server: Server) -> None:
+    samples, _ref = long_speech(35.0)
+    wav = wav_bytes(samples)
+    for _ in range(10):
+        with server.client() as http, http.stream(
+            "POST", "/v1/audio/transcriptions", files={"file": ("x.wav", wav, "audio/wav")},
+            data={"model": "whisper-tiny.en", "stream": "true"},
+        ) as r:  # fmt: skip
+            assert r.status_code == 200
+            next(r.iter_lines())  # the first event, then hang up mid-transcription
+    assert server.proc.poll() is None, server.output()
+    with server.client() as http:
+        r = http.post("/v1/chat/completions", json={
+            "model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3})  # fmt: skip
+    assert r.status_code == 200
+    with server.client() as http:
+        assert http.get("/v1/mlxk/stats").json()["cancelled"] >= 1

@@ -64,14 +64,20 @@ def _emit_json(command: str | None, data: Any, error: dict[str, Any] | None) -> 
     sys.stdout.flush()
 
 
+_LONG_RUNNING = frozenset({"serve"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     want_json = "--json" in args_list
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     command: str | None = None
     try:
         args = build_parser().parse_args(args_list)
         command = args.command
+        # `mlxk list | head` should end quietly; a server must never die because one client
+        # closed its socket (SIGPIPE would kill it mid-write): there it stays ignored
+        if command not in _LONG_RUNNING:
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         settings = Settings.from_env()
         if not settings.debug:
             # Library deprecation chatter (transformers, mlx-vlm) is noise to a CLI user.
