@@ -51,15 +51,10 @@ def _batches(texts: Iterable[str], size: int = BATCH) -> Iterator[list[str]]:
 
 def _embed_batch(rt: Any, prep: Any, texts: list[str]) -> tuple[Any, int]:
     """One batch on the engine thread with the model held: (N, D) unit vectors, tokens."""
-    from mlxk.ops.run import run_with_model
+    from mlxk.ops.run import start_embeddings
 
-    def work(runner: Any) -> tuple[Any, int]:
-        rows = runner.tokenize(texts)  # as routes/embeddings.py: [CLS] … [SEP], truncated
-        return runner.embed_ids(rows), sum(len(r) for r in rows)
-
-    events = rt.events(lambda sink: run_with_model(rt, prep, work, sink))
-    (result,) = list(events)
-    return result
+    (done,) = list(rt.events(lambda sink: start_embeddings(rt, prep, texts, sink)))
+    return done.vectors, done.tokens
 
 
 def _embed(args: argparse.Namespace, settings: Settings) -> CommandResult:

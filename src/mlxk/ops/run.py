@@ -566,3 +566,32 @@ def transcript_text(rt: Runtime, prep: PreparedRun, opts: RunOptions, clip: np.n
             events.append(event)
     assert started is not None
     return fold_transcript(started, events, opts).text
+
+
+@dataclass(frozen=True)
+class Embedded:
+    vectors: np.ndarray  # (N, D), L2-normalised
+    tokens: int  # [CLS]/[SEP] included
+
+
+def start_embeddings(
+    rt: Runtime, prep: PreparedRun, inputs: Sequence[str] | Sequence[Sequence[int]], sink: Sink,
+    *, dimensions: int | None = None,
+) -> None:  # fmt: skip
+    """Texts (tokenized by the model) or token id rows (checked, truncated) → vectors."""
+    from mlxk.backends.sampling import refused
+
+    def work(runner: Any) -> Embedded:
+        if dimensions is not None and dimensions != runner.dimensions:
+            raise refused("dimensions", f"this model gives {runner.dimensions} dimensions;"
+                          " other sizes are not supported")  # fmt: skip
+        if inputs and not isinstance(inputs[0], str):
+            vocab = runner.tokenizer.get_vocab_size()
+            rows = [list(r)[: runner.max_length] for r in inputs]
+            if any(t >= vocab for row in rows for t in row):
+                raise refused("input", f"token ids must be below the vocabulary size {vocab}")
+        else:
+            rows = runner.tokenize(list(inputs))
+        return Embedded(runner.embed_ids(rows), sum(len(r) for r in rows))
+
+    run_with_model(rt, prep, work, sink)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +19,16 @@ from mlxk.backends.platform import PlatformInfo, setup_platform
 from mlxk.backends.pool import ModelPool
 from mlxk.backends.select import Inputs
 from mlxk.config import Settings
-from mlxk.ops.run import PreparedRun, RunOptions, Runtime, prepare, prepare_by_kind, prepare_for
-from mlxk.ops.run import run_with_model as ops_run_with_model
+from mlxk.ops.run import (
+    Embedded,
+    PreparedRun,
+    RunOptions,
+    Runtime,
+    prepare,
+    prepare_by_kind,
+    prepare_for,
+    start_embeddings,
+)
 from mlxk.server.errors import ApiError, QueueFullError
 from mlxk.server.options import ServerOptions
 from mlxk.store.resolve import is_explicit_path
@@ -142,11 +149,15 @@ async def prepare_embeddings(state: ServerState, spec: str) -> PreparedRun:
     return await asyncio.to_thread(prepare, state.settings, spec, opts)
 
 
-async def run_with_model(state: ServerState, prep: PreparedRun, work: Callable[[Any], Any]) -> Any:
-    """Load if needed and run ``work(runner)`` on the engine thread, holding the model."""
+async def embed(
+    state: ServerState, prep: PreparedRun, inputs: list[str] | list[list[int]],
+    dimensions: int | None,
+) -> Embedded:  # fmt: skip
+    """Vectors from the engine thread, the model held while they are computed."""
     sink = AsyncSink(asyncio.get_running_loop())
-    ops_run_with_model(state.runtime, prep, work, sink)
+    start_embeddings(state.runtime, prep, inputs, sink, dimensions=dimensions)
     result = await sink.queue.get()
     if isinstance(result, BaseException):
         raise result
-    return result
+    done: Embedded = result
+    return done

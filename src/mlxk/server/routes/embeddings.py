@@ -9,10 +9,9 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from mlxk.server.errors import bad_param
 from mlxk.server.protocol import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 from mlxk.server.routes import ERRORS
-from mlxk.server.service import prepare_embeddings, run_with_model, state_of
+from mlxk.server.service import embed, prepare_embeddings, state_of
 from mlxk.server.sse import once
 
 router = APIRouter()
@@ -27,17 +26,11 @@ def _token_rows(value: Any) -> list[list[int]] | None:
     return None
 
 
-def _embed(runner: Any, value: Any) -> tuple[np.ndarray, int]:
+def _inputs(value: Any) -> list[str] | list[list[int]]:
     rows = _token_rows(value)
-    if rows is None:
-        texts = [value] if isinstance(value, str) else list(value)
-        rows = runner.tokenize(texts)
-    else:
-        vocab = runner.tokenizer.get_vocab_size()
-        if any(t >= vocab for row in rows for t in row):
-            raise bad_param("input", f"token ids must be below the vocabulary size {vocab}")
-        rows = [row[: runner.max_length] for row in rows]
-    return runner.embed_ids(rows), sum(len(r) for r in rows)
+    if rows is not None:
+        return rows
+    return [value] if isinstance(value, str) else list(value)
 
 
 def _encode(vector: np.ndarray, fmt: str) -> list[float] | str:
@@ -53,7 +46,8 @@ async def embeddings(req: EmbeddingRequest, request: Request) -> Response:
     leave = once(state.admission.leave)
     try:
         prep = await prepare_embeddings(state, req.model)
-        vectors, tokens = await run_with_model(state, prep, lambda r: _check_and_embed(r, req))
+        done = await embed(state, prep, _inputs(req.input), req.dimensions)
+        vectors, tokens = done.vectors, done.tokens
     finally:
         leave()
     data = [
@@ -63,12 +57,3 @@ async def embeddings(req: EmbeddingRequest, request: Request) -> Response:
         data=data, model=req.model, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
     )
     return JSONResponse(body.model_dump(mode="json"))
-
-
-def _check_and_embed(runner: Any, req: EmbeddingRequest) -> tuple[np.ndarray, int]:
-    if req.dimensions is not None and req.dimensions != runner.dimensions:
-        raise bad_param(
-            "dimensions",
-            f"this model gives {runner.dimensions} dimensions; other sizes are not supported",
-        )
-    return _embed(runner, req.input)
