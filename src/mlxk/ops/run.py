@@ -555,17 +555,16 @@ def describe(started: Started) -> str:
     return " ".join(parts)
 
 
+def fold_run(events: Sequence[Any], opts: RunOptions) -> Transcript:
+    """A transcription's whole event list (Started first) as one transcript."""
+    started = next(e for e in events if isinstance(e, Started))
+    return fold_transcript(started, [e for e in events if not isinstance(e, Started)], opts)
+
+
 def transcript_text(rt: Runtime, prep: PreparedRun, opts: RunOptions, clip: np.ndarray) -> str:
     """One clip's whole transcript (a live turn): the same road as any transcription."""
-    events: list[Any] = []
-    started: Started | None = None
-    for event in rt.events(lambda sink: start_transcription(rt, prep, opts, clip, sink)):
-        if isinstance(event, Started):
-            started = event
-        else:
-            events.append(event)
-    assert started is not None
-    return fold_transcript(started, events, opts).text
+    events = list(rt.events(lambda sink: start_transcription(rt, prep, opts, clip, sink)))
+    return fold_run(events, opts).text
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,9 @@ from mlxk.backends.engine import DONE
 from mlxk.backends.select import Inputs
 from mlxk.errors import MlxkError
 from mlxk.ops.live import Committed, SpeechStarted, SpeechStopped, TurnDetection, TurnTaker
-from mlxk.ops.run import PreparedRun, RunOptions, fold_transcript, start_transcription
+from mlxk.ops.run import PreparedRun, RunOptions, fold_run, start_transcription
 from mlxk.server.options import DEFAULT_CORS_REGEX
 from mlxk.server.service import AsyncSink, ServerState, prepare_inputs
-from mlxk.types import Started
 
 router = APIRouter()
 log = logging.getLogger("mlxk.server")
@@ -303,16 +302,11 @@ class _Live:
         sink = AsyncSink(asyncio.get_running_loop())
         start_transcription(self.state.runtime, self.prep, opts, samples, sink)
         events: list[Any] = []
-        started: Started | None = None
         while (event := await sink.queue.get()) is not DONE:
             if isinstance(event, BaseException):
                 raise event
-            if isinstance(event, Started):
-                started = event
-            else:
-                events.append(event)
-        assert started is not None
-        return fold_transcript(started, events, opts).text
+            events.append(event)
+        return fold_run(events, opts).text
 
     # -- sending ------------------------------------------------------------------------------
 
