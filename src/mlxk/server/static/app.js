@@ -337,7 +337,11 @@
   // The text of an HTML page (parsed inert: no script runs, nothing is fetched).
   function htmlText(src) {
     try {
-      const doc = new DOMParser().parseFromString(src, "text/html");
+      // Scripts, styles and style attributes go first: not text, and the page's CSP would
+      // report inline style even in a document that is never shown.
+      const bare = src.replace(/<(script|style|noscript|template)\b[\s\S]*?<\/\1\s*>/gi, " ")
+        .replace(/\sstyle\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)/gi, "");
+      const doc = new DOMParser().parseFromString(bare, "text/html");
       for (const n of Array.from(doc.querySelectorAll("script, style, noscript, template"))) n.remove();
       const title = (doc.title || "").replace(/\s+/g, " ").trim();
       const words = [];
