@@ -264,10 +264,11 @@ class _Live:
         except MlxkError:
             return
         sent = self.partial_text.get(item, "")
-        if text.startswith(sent) and len(text) > len(sent) and self.turns.item == item:
-            self.partial_text[item] = text
+        more = _extension(sent, text)
+        if more and self.turns.item == item:
+            self.partial_text[item] = sent + more
             await self.send("conversation.item.input_audio_transcription.delta",
-                            item_id=item, content_index=0, delta=text[len(sent) :])  # fmt: skip
+                            item_id=item, content_index=0, delta=more)  # fmt: skip
 
     async def _transcribe_turns(self) -> None:
         while (turn := await self.pending.get()) is not None:
@@ -286,11 +287,10 @@ class _Live:
                             item_id=turn.item_id, content_index=0,
                             error={"type": "transcription_error", "message": message})  # fmt: skip
             return
-        sent = self.partial_text.pop(turn.item_id, "")
-        if text.startswith(sent) and len(text) > len(sent):
-            rest = text[len(sent) :]
+        more = _extension(self.partial_text.pop(turn.item_id, ""), text)
+        if more:
             await self.send("conversation.item.input_audio_transcription.delta",
-                            item_id=turn.item_id, content_index=0, delta=rest)  # fmt: skip
+                            item_id=turn.item_id, content_index=0, delta=more)  # fmt: skip
         await self.send("conversation.item.input_audio_transcription.completed",
                         item_id=turn.item_id, content_index=0, transcript=text,
                         usage={"type": "duration", "seconds": seconds})  # fmt: skip
@@ -338,6 +338,21 @@ class _Live:
     async def error(self, message: str, code: str, param: str | None = None) -> None:
         await self.send("error", error={"type": "invalid_request_error", "code": code,
                                         "message": message, "param": param})  # fmt: skip
+
+
+def _words(text: str) -> list[str]:
+    return [w.strip(".,!?;:\"'").lower() for w in text.split()]
+
+
+def _extension(sent: str, text: str) -> str:
+    """What ``text`` adds to what was already sent, word by word: a re-decode often changes
+    case or punctuation of words already sent ("returned" → "Returned,"), which must not
+    stop the partials; deltas only append, the completed event carries the final text."""
+    old, new = _words(sent), text.split()
+    if len(new) <= len(old) or _words(" ".join(new[: len(old)])) != old:
+        return ""
+    rest = " ".join(new[len(old) :])
+    return rest if not sent else " " + rest
 
 
 def _item(item_id: str, transcript: str | None = None) -> dict[str, Any]:
