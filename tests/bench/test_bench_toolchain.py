@@ -18,6 +18,7 @@ from tests.conftest import REPO
 
 if TYPE_CHECKING:
     from mlxk.bench.mixed import Run
+    from mlxk.bench.realtime import Trace
 
 SCHEMA = REPO / "benchmarks" / "schema" / "bench-record.v1.json"
 ALLOC_MB = 50
@@ -257,3 +258,74 @@ def test_mixed_record_is_valid_and_renders_as_a_markdown_row(tmp_path: Path) -> 
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == PHASE_MIXED and cells[2] == "2" and cells[5] == "2200"  # gap max, ms
     assert "1/2" in cells and "0.20" in cells and "0.70" in cells  # first/total, span/total
+
+
+# --- realtime: the pure parts (a scripted session, no server, no timing thresholds) ----------
+
+
+def _realtime_trace() -> Trace:
+    """Appends every 0.1 s from t = 100; one turn: speech 0.3–2.0 s of audio, 500 ms VAD
+    silence, two partials, the final's remainder, then completed at t = 103.0."""
+    from mlxk.bench.realtime import PREFIX, Trace
+
+    ev: list[tuple[float, dict[str, object]]] = [
+        (100.45, {"type": "input_audio_buffer.speech_started", "item_id": "i1",
+                  "audio_start_ms": 300}),
+        (101.30, {"type": PREFIX + "delta", "item_id": "i1", "delta": "a man"}),
+        (102.05, {"type": PREFIX + "delta", "item_id": "i1", "delta": " said"}),
+        (102.52, {"type": "input_audio_buffer.speech_stopped", "item_id": "i1",
+                  "audio_end_ms": 2000}),
+        (102.52, {"type": "input_audio_buffer.committed", "item_id": "i1"}),
+        (102.90, {"type": PREFIX + "delta", "item_id": "i1", "delta": " to the universe"}),
+        (103.00, {"type": PREFIX + "completed", "item_id": "i1",
+                  "transcript": "A man said to the universe"}),
+    ]  # fmt: skip
+    return Trace(sends=[100.0 + i / 10 for i in range(40)], events=ev)
+
+
+def test_realtime_delays_from_a_scripted_session() -> None:
+    from mlxk.bench.realtime import pooled, send_at, sent_before, turn_figures
+
+    sends = [0.0, 0.1, 0.2]
+    assert send_at(sends, 0) == 0.0 and send_at(sends, 100) == 0.0 and send_at(sends, 101) == 0.1
+    assert send_at(sends, 10_000) == 0.2 and sent_before(sends, 0.15) == 0.1
+    (turn,) = turn_figures(_realtime_trace(), silence_ms=500)
+    # end of speech: audio at 2000 ms went out with append 19 (t = 101.9); + 500 ms → 102.4
+    assert turn["eos_to_final_s"] == pytest.approx(1.1)
+    assert turn["after_silence_s"] == pytest.approx(0.6)
+    assert turn["stopped_to_final_s"] == pytest.approx(0.48)
+    # partials: the delta after the commit is the final's remainder, not a partial
+    assert turn["partials"] == 2 and turn["first_partial_s"] == pytest.approx(0.85)
+    assert turn["first_partial_from_speech_s"] == pytest.approx(1.1)  # audio 300 ms: t = 100.2
+    # lag bounds: 101.30 − newest send before speech_started (100.4); 102.05 − 101.3
+    assert turn["partial_lag_s"] == pytest.approx([0.9, 0.75])
+    stats = pooled([turn, {"partial_lag_s": [2.0]}, {}], "partial_lag_s")
+    assert stats["n"] == 3 and stats["max"] == 2.0 and stats["median"] == pytest.approx(0.9)
+    assert pooled([{}], "eos_to_final_s")["n"] == 0
+
+
+def test_realtime_record_is_valid_and_renders_as_a_markdown_row(tmp_path: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from mlxk.bench.realtime import session_record, turn_figures
+    from mlxk.bench.records import RunContext
+    from mlxk.bench.report import markdown
+    from mlxk.bench.server import Server
+
+    clip = tmp_path / "a_man.wav"
+    (tmp_path / "transcripts.tsv").write_text(
+        "file\tduration_s\treference_text\na_man.wav\t2.0\tA MAN SAID TO THE UNIVERSE\n")  # fmt: skip
+    turns = turn_figures(_realtime_trace(), 500)
+    server = Server("mlxk serve", "whisper-tiny.en", 0, proc=None, log=None, start_s=1.5)  # type: ignore[arg-type]
+    ctx = RunContext(machine={"cpu": "test", "cores": 2, "ram_bytes": 1, "os": "x", "gpu": None})
+    audio = {"clips": (clip,), "audio_s": 4.0, "speed": 1.0, "sessions": [turns]}
+    rec = session_record(ctx, {"name": "whisper-tiny.en"}, server, 500, turns, audio)
+    jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text())).validate(rec)
+    assert rec["scenario"] == "realtime" and rec["workload"]["silence_ms"] == 500
+    assert rec["quality"]["wer"] == 0.0 and rec["stats"]["after_silence_s"]["n"] == 1
+    text = markdown([rec], "realtime (cpu)")
+    header = next(line for line in text.splitlines() if line.startswith("| model"))
+    row = next(line for line in text.splitlines() if line.startswith("| whisper-tiny.en"))
+    assert "EOS + silence → final s p50" in header and "partial lag ≤ s max" in header
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:8] == ["500", "1", "1.10", "1.10", "0.60", "0.60", "no"]
+    assert cells[14:16] == ["2", "0.000"]  # partials, WER

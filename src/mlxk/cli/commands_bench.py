@@ -10,7 +10,7 @@ from mlxk.cli.commands import CommandResult, CommandSpec, err, out
 from mlxk.config import Settings
 from mlxk.errors import UsageError
 
-BENCH_SCENARIOS = ("text", "stt", "server", "memory", "startup", "all")
+BENCH_SCENARIOS = ("text", "stt", "server", "realtime", "memory", "startup", "all")
 DEFAULT_CLIPS_DIR = Path("tests/data/speech")
 
 # -- bench -----------------------------------------------------------------------------------
@@ -88,6 +88,12 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--stt-model", default="whisper-tiny.en", help="mixed: the Whisper model")
     g.add_argument("--audio-seconds", type=float, default=60.0, help="mixed: clip length ≥ this")
+    g = p.add_argument_group("realtime")
+    g.add_argument(
+        "--silence-ms",
+        default="500,1000",
+        help="realtime: server_vad silence_duration_ms settings (default 500,1000)",
+    )
     g = p.add_argument_group("startup")
     g.add_argument(
         "--cache-scan-from",
@@ -160,6 +166,20 @@ def _server_mixed(settings: Settings, ctx: Any, args: argparse.Namespace, spec: 
     return run_mixed(settings, ctx, opts)
 
 
+def _realtime(settings: Settings, ctx: Any, args: argparse.Namespace, spec: str) -> list[Any]:
+    from mlxk.bench.realtime import RealtimeOptions, default_clips, run_realtime
+
+    try:
+        silences = tuple(int(x) for x in args.silence_ms.split(",") if x.strip())
+    except ValueError as exc:
+        raise UsageError(f"--silence-ms: comma-separated numbers, got '{args.silence_ms}'") from exc
+    # the default order is longest clip first, as the server's Realtime test streams them
+    clips = tuple(args.clips) or default_clips(DEFAULT_CLIPS_DIR)
+    # a session is 25 s of real-time audio: --repeats counts sessions per silence setting
+    opts = RealtimeOptions(model=spec, clips=clips, silences_ms=silences, repeats=args.repeats)
+    return run_realtime(settings, ctx, opts)
+
+
 def _memory(settings: Settings, ctx: Any, args: argparse.Namespace, spec: str) -> list[Any]:
     from mlxk.bench.memory import run_memory
 
@@ -203,7 +223,7 @@ def _run_step(settings: Settings, ctx: Any, args: argparse.Namespace, step: str,
     if step == "text":
         return _text(settings, ctx, args, spec)
     assert spec is not None
-    runners = {"stt": _stt, "server": _server, "memory": _memory}
+    runners = {"stt": _stt, "server": _server, "realtime": _realtime, "memory": _memory}
     return runners[step](settings, ctx, args, spec)
 
 
@@ -305,7 +325,7 @@ def _memplot(args: argparse.Namespace, settings: Settings) -> CommandResult:
 
 
 COMMANDS = {
-    "bench": CommandSpec("benchmarks: text, stt, server, memory, startup, all (JSONL records)",
+    "bench": CommandSpec("benchmarks: text, stt, server, realtime, memory, startup, all (JSONL)",
                          _bench_args, _bench),
     "memmon": CommandSpec("run a command and sample its memory, CPU and GPU (JSONL)",
                           _memmon_args, _memmon),
