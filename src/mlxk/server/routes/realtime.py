@@ -95,6 +95,7 @@ class _Live:
         self.partial: asyncio.Task[None] | None = None
         self.partial_text: dict[str, str] = {}
         self.partial_at = 0  # open-turn samples at the last partial decode
+        self.early: dict[str, asyncio.Task[str]] = {}  # a turn decoded when its speaker paused
         self.send_lock = asyncio.Lock()
 
     # -- the loop --------------------------------------------------------------------------
@@ -117,7 +118,7 @@ class _Live:
                 await self.error(exc.message, exc.type, getattr(exc, "param", None))
 
     def stop(self) -> None:
-        for task in (self.worker, self.partial):
+        for task in (self.worker, self.partial, *self.early.values()):
             if task is not None:
                 task.cancel()
 
@@ -204,6 +205,7 @@ class _Live:
         except (binascii.Error, ValueError):
             raise SessionError("'audio' is not valid base64", "invalid_base64", "audio") from None
         await self._events(self.turns.append(self._samples(raw)))
+        self._maybe_early()
         self._maybe_partial()
 
     async def _commit(self, _event: dict[str, Any]) -> None:
@@ -246,10 +248,24 @@ class _Live:
                 self.partial_at = 0
                 await self.pending.put(e)
 
+    def _maybe_early(self) -> None:
+        """When the speaker pauses, decode the turn so far: if the pause becomes the end of
+        the turn, its text is ready when the VAD's silence is over (the silence adds no
+        words); if speech resumes, that decode is dropped."""
+        t = self.turns
+        item = t.item
+        if item is None or self.prep is None or self.detection is None:
+            return
+        pause_s = min(0.3, self.detection.silence_duration_ms / 2000)
+        if t.in_speech and t.silence >= pause_s and item not in self.early:
+            self.early[item] = asyncio.create_task(self._transcript(t.open_samples))
+        elif t.in_speech and t.silence == 0.0 and item in self.early:
+            self.early.pop(item).cancel()
+
     def _maybe_partial(self) -> None:
         open_audio = self.turns.open_samples
         item = self.turns.item
-        busy = self.partial is not None and not self.partial.done()
+        busy = (self.partial is not None and not self.partial.done()) or bool(self.early)
         if item is None or busy or self.prep is None:
             return
         if len(open_audio) - self.partial_at < PARTIAL_EVERY_S * 16_000:
@@ -280,7 +296,11 @@ class _Live:
             if self.prep is None:
                 raise SessionError("no transcription model: send session.update with "
                                    "audio.input.transcription.model", param="model")  # fmt: skip
-            text = await self._transcript(turn.samples)
+            early = self.early.pop(turn.item_id, None)
+            if early is not None and not early.cancelled():
+                text = await early  # decoded in the pause that ended the turn
+            else:
+                text = await self._transcript(turn.samples)
         except (MlxkError, SessionError) as exc:
             message = getattr(exc, "message", str(exc))
             await self.send("conversation.item.input_audio_transcription.failed",
@@ -302,10 +322,14 @@ class _Live:
         sink = AsyncSink(asyncio.get_running_loop())
         start_transcription(self.state.runtime, self.prep, opts, samples, sink)
         events: list[Any] = []
-        while (event := await sink.queue.get()) is not DONE:
-            if isinstance(event, BaseException):
-                raise event
-            events.append(event)
+        try:
+            while (event := await sink.queue.get()) is not DONE:
+                if isinstance(event, BaseException):
+                    raise event
+                events.append(event)
+        except asyncio.CancelledError:
+            sink.cancel()  # the engine drops it at its next step
+            raise
         return fold_run(events, opts).text
 
     # -- sending ------------------------------------------------------------------------------
