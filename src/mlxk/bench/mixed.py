@@ -321,26 +321,8 @@ def _phases(ctx: RunContext, run: Run) -> list[dict[str, Any]]:
     return records
 
 
-def git_facts() -> dict[str, Any] | None:
-    """HEAD of the checkout the bench runs from, and whether files differ from it."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[3]
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
-                              capture_output=True, text=True, timeout=10)  # fmt: skip
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "-uno"],
-                               capture_output=True, text=True, timeout=10)  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if head.returncode != 0:
-        return None  # an installed wheel, not a checkout
-    return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-
-
 def run_mixed(settings: Settings, ctx: RunContext, opts: MixedOptions) -> list[dict[str, Any]]:
     text_model, stt_model = model_facts(settings, opts.model), model_facts(settings, opts.stt_model)
-    git = git_facts()  # before the run: others commit to this tree while it runs
     with tempfile.TemporaryDirectory(prefix="mlxk-mixed-") as tmp:
         clip = Path(tmp) / f"speech-{opts.audio_seconds:.0f}s.wav"
         audio_s = speech_clip(opts.clips, opts.audio_seconds, clip)
@@ -354,8 +336,6 @@ def run_mixed(settings: Settings, ctx: RunContext, opts: MixedOptions) -> list[d
             records = _phases(ctx, run)
         finally:
             stop(server)
-    for rec in records:  # records.py has no commit field; others edit this tree concurrently
-        rec.setdefault("extra", {})["git"] = git
     return records
 
 

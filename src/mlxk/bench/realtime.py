@@ -311,12 +311,9 @@ def session_record(
 def run_realtime(
     settings: Settings, ctx: RunContext, opts: RealtimeOptions
 ) -> list[dict[str, Any]]:
-    from mlxk.bench.mixed import git_facts
-
     if not opts.clips:
         raise UsageError("bench realtime: no speech clips (--clips a.wav ...)")
     model = model_facts(settings, opts.model)
-    git = git_facts()  # before the run: others commit to this tree while it runs
     chunks, audio_s = stream_pcm(opts.clips)
     server = start_mlxk(opts.model)
     try:
@@ -333,8 +330,6 @@ def run_realtime(
             records.append(session_record(ctx, model, server, silence, turns, audio))
     finally:
         stop(server)
-    for rec in records:  # records.py has no commit field; others edit this tree concurrently
-        rec.setdefault("extra", {})["git"] = git
     return records
 
 

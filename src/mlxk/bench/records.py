@@ -52,11 +52,30 @@ class RunContext:
 
     run_id: str = field(default_factory=new_run_id)
     machine: dict[str, Any] = field(default_factory=dict)
+    # the commit measured, read when the run starts (the tree may change while it runs)
+    git: dict[str, Any] | None = field(default_factory=lambda: git_facts())
     extra_versions: tuple[str, ...] = ()
 
     def refresh(self) -> None:
         # after setup_platform, so the record names the BLAS and device actually used
         self.machine = machine_facts()
+
+
+def git_facts() -> dict[str, Any] | None:
+    """HEAD of the checkout the bench runs from, and whether files differ from it."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[3]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, timeout=10)  # fmt: skip
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "-uno"],
+                               capture_output=True, text=True, timeout=10)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if head.returncode != 0:
+        return None  # an installed wheel, not a checkout
+    return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
 def make_record(
@@ -89,6 +108,8 @@ def make_record(
         "machine": ctx.machine,
         "versions": versions(ctx.extra_versions),
         "load_avg": load_average(),
+        "git_commit": (ctx.git or {}).get("commit"),
+        "git_dirty": (ctx.git or {}).get("dirty"),
     }
     sections = {
         "model": model, "workload": workload, "phases": phases, "throughput": throughput,
