@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,9 +97,8 @@ def test_windows_stream_a_long_clip_and_fold_into_transcribe(
 ) -> None:
     audio, ref = long_clip
     duration = len(audio) / 16_000
-    t0 = time.perf_counter()
     gen = tiny.windows(audio)
-    assert time.perf_counter() - t0 < 0.5  # a window takes seconds: none was decoded
+    # nothing decoded yet: the generator has not started (no clock involved)
     assert isinstance(gen, Iterator) and inspect.getgeneratorstate(gen) == "GEN_CREATED"
     first = next(gen)
     assert first.start == 0.0 and 0.0 < first.end <= WINDOW_S + 0.02
