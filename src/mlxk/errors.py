@@ -35,6 +35,10 @@ class ValidationError(MlxkError, ValueError):
     type = "ValidationError"
     http_status = 400
 
+    def __init__(self, message: str, *, param: str | None = None, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.param = param  # the request field at fault; the HTTP edge names it
+
 
 class ModelNotFoundError(MlxkError, LookupError):
     type = "model_not_found"

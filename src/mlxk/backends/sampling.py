@@ -99,6 +99,4 @@ def token_budget(prompt_tokens: int, context: int, requested: int | None, ceilin
 
 
 def refused(param: str, message: str) -> ValidationError:
-    err = ValidationError(message)
-    err.param = param  # type: ignore[attr-defined]  # the HTTP edge names the field
-    return err
+    return ValidationError(message, param=param)

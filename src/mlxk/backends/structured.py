@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from mlxk.backends.sampling import refused
 from mlxk.errors import ValidationError
 
 
@@ -24,12 +25,6 @@ class Constraint:
 
     grammar: str
     purpose: str  # "json_object", "json_schema" or "tool_call" (for messages)
-
-
-def _refused(param: str, message: str) -> ValidationError:
-    err = ValidationError(message)
-    err.param = param  # type: ignore[attr-defined]
-    return err
 
 
 def json_constraint(schema: dict[str, Any] | None, purpose: str) -> Constraint:
@@ -42,10 +37,10 @@ def json_constraint(schema: dict[str, Any] | None, purpose: str) -> Constraint:
             defaults={"whitespace_flexible": False},
         )
     except ValueError as exc:
-        raise _refused("response_format", f"the JSON schema cannot be used: {exc}") from None
+        raise refused("response_format", f"the JSON schema cannot be used: {exc}") from None
     problem = LLMatcher.validate_grammar(grammar)
     if problem and not problem.startswith("WARNING"):
-        raise _refused("response_format", f"the JSON schema cannot be compiled: {problem}")
+        raise refused("response_format", f"the JSON schema cannot be compiled: {problem}")
     return Constraint(grammar, purpose)
 
 
@@ -66,7 +61,7 @@ def tool_call_schema(tools: list[dict[str, Any]], only: str | None) -> dict[str,
             "required": ["name", "arguments"], "additionalProperties": False,
         })  # fmt: skip
     if not choices:
-        raise _refused("tool_choice", f"tool_choice names '{only}', which is not in tools")
+        raise refused("tool_choice", f"tool_choice names '{only}', which is not in tools")
     return choices[0] if len(choices) == 1 else {"anyOf": choices}
 
 

@@ -139,9 +139,8 @@ class TextRunner:
         try:
             return list(self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, **kw))
         except (TemplateError, TypeError, ValueError, KeyError) as exc:
-            err = ValidationError(f"the model's chat template refused the messages: {exc}")
-            err.param = "messages"  # type: ignore[attr-defined]
-            raise err from None
+            message = f"the model's chat template refused the messages: {exc}"
+            raise ValidationError(message, param="messages") from None
 
     def encode_prompt(
         self,
