@@ -63,6 +63,7 @@ class TurnTaker:
             self.vad = VadStream()
         self.prefix: deque[np.ndarray] = deque()
         self.turn: list[np.ndarray] = []
+        self.turn_len = 0  # samples in ``turn``
         self.in_speech = False
         self.silence = 0.0
         self.received = 0  # samples so far
@@ -81,6 +82,7 @@ class TurnTaker:
         self.received += len(samples)
         if self.vad is None:
             self.turn.append(samples)
+            self.turn_len += len(samples)
             if self.item is None:
                 self.item = self._new_id()
             return self._cut_if_long()
@@ -95,6 +97,7 @@ class TurnTaker:
 
     def clear(self) -> None:
         self.turn, self.in_speech, self.silence, self.item = [], False, 0.0, None
+        self.turn_len = 0
 
     def _detect(self, samples: np.ndarray) -> list[LiveEvent]:
         assert self.vad is not None
@@ -120,11 +123,13 @@ class TurnTaker:
                 return []
             self.in_speech, self.silence = True, 0.0
             self.turn = list(self.prefix)
+            self.turn_len = sum(len(f) for f in self.turn)
             self.prefix.clear()
             self.item = self._new_id()
-            start = self.scored - sum(len(f) for f in self.turn)
+            start = self.scored - self.turn_len
             return [SpeechStarted(self.item, self._ms(max(0, start)))]
         self.turn.append(frame)
+        self.turn_len += len(frame)
         self.silence = self.silence + FRAME_S if prob < det.threshold - 0.15 else 0.0
         if self.silence * 1000 >= det.silence_duration_ms:
             assert self.item is not None
@@ -134,7 +139,7 @@ class TurnTaker:
         return self._cut_if_long()
 
     def _cut_if_long(self) -> list[LiveEvent]:
-        if sum(len(f) for f in self.turn) < self.max_turn:
+        if self.turn_len < self.max_turn:  # a running count: this runs for every frame
             return []
         was_speaking = self.in_speech
         events = self._committed()
@@ -231,10 +236,9 @@ def live_transcripts(
             if isinstance(event, Committed):
                 decoded = 0
                 yield transcribe(event.samples)
-        open_audio = turns.open_samples
-        if partial is not None and turns.in_speech and len(open_audio) - decoded >= every_s * RATE:
-            decoded = len(open_audio)
-            partial(transcribe(open_audio))
+        if partial is not None and turns.in_speech and turns.turn_len - decoded >= every_s * RATE:
+            decoded = turns.turn_len  # join the turn's frames only when it is decoded
+            partial(transcribe(turns.open_samples))
     for event in turns.commit():
         if isinstance(event, Committed) and len(event.samples) >= RATE // 4:
             yield transcribe(event.samples)

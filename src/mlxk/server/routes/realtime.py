@@ -263,15 +263,14 @@ class _Live:
             self.early.pop(item).cancel()
 
     def _maybe_partial(self) -> None:
-        open_audio = self.turns.open_samples
-        item = self.turns.item
+        item, heard = self.turns.item, self.turns.turn_len
         busy = (self.partial is not None and not self.partial.done()) or bool(self.early)
         if item is None or busy or self.prep is None:
             return
-        if len(open_audio) - self.partial_at < PARTIAL_EVERY_S * 16_000:
+        if heard - self.partial_at < PARTIAL_EVERY_S * 16_000:
             return
-        self.partial_at = len(open_audio)
-        self.partial = asyncio.create_task(self._partial(item, open_audio))
+        self.partial_at = heard  # the turn's frames are joined only when a decode starts
+        self.partial = asyncio.create_task(self._partial(item, self.turns.open_samples))
 
     async def _partial(self, item: str, samples: np.ndarray) -> None:
         """Re-decode the open turn; send what extends the text already sent for it."""
